@@ -1,0 +1,178 @@
+"""One self-describing checkpoint file: safetensors weights (no pickle) plus JSON metadata.
+
+A service started on a checkpoint needs nothing else to know the architecture, class names,
+which class is "invasive", input size, normalisation and decision threshold. Writes are atomic:
+the file is written beside its destination, flushed to disk and renamed over it, so a crash
+mid-write leaves either the old checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from model.architectures import build_model
+from model.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+
+FORMAT_NAME = "invasive-species-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "invasive_species_metadata"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, truncated, or not one of ours."""
+
+
+def library_versions() -> dict[str, str]:
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
+
+
+class CheckpointMetadata(BaseModel):
+    """Everything a checkpoint says about itself. Validated on every load."""
+
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+    arch: str
+    class_names: list[str] = Field(min_length=2)
+    positive_class: str
+    input_size: int = Field(default=224, ge=16, le=2048)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = "squash"
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    data_fingerprint: str | None = None
+    library_versions: dict[str, str] = Field(default_factory=library_versions)
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    demo: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> CheckpointMetadata:
+        if self.format != FORMAT_NAME:
+            raise ValueError(f"format is {self.format!r}, expected {FORMAT_NAME!r}")
+        if self.format_version > FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {self.format_version} is newer than this code "
+                f"understands ({FORMAT_VERSION}); upgrade the service"
+            )
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"class_names has duplicates: {self.class_names}")
+        if self.positive_class not in self.class_names:
+            raise ValueError(f"positive_class {self.positive_class!r} not in {self.class_names}")
+        if self.resize != "squash":
+            raise ValueError(f"unknown resize mode {self.resize!r}")
+        return self
+
+    @property
+    def positive_index(self) -> int:
+        return self.class_names.index(self.positive_class)
+
+    @property
+    def preprocess_spec(self) -> PreprocessSpec:
+        return PreprocessSpec(self.input_size, tuple(self.mean), tuple(self.std), self.resize)
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: nn.Module
+    metadata: CheckpointMetadata
+    model_id: str  # "<arch>-<first 12 hex of the file's sha256>": names the exact file
+    path: Path
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: CheckpointMetadata) -> Path:
+    """Write ``model``'s weights and ``metadata`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    payload = save_safetensors_bytes(state, metadata={METADATA_KEY: metadata.model_dump_json()})
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(payload)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> CheckpointMetadata:
+    """Only the metadata (cheap: reads the header, not the weights)."""
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(_corrupt_message(path, exc)) from None
+    return _parse_metadata(path, raw)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Read, validate and build the network. Never unpickles: no code in the file can run."""
+    path = _existing(path)
+    data = path.read_bytes()
+    try:
+        state = load_safetensors_bytes(data)
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(_corrupt_message(path, exc)) from None
+    metadata = _parse_metadata(path, raw)
+    try:
+        model = build_model(metadata.arch, num_classes=len(metadata.class_names))
+        model.load_state_dict(state, strict=True)
+    except (ValueError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{path}: weights do not match architecture {metadata.arch!r}: {first_line}"
+        ) from None
+    model.eval().to(map_location)
+    model_id = f"{metadata.arch}-{hashlib.sha256(data).hexdigest()[:12]}"
+    return LoadedCheckpoint(model=model, metadata=metadata, model_id=model_id, path=path)
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def _corrupt_message(path: Path, exc: Exception) -> str:
+    return f"{path} is not a readable checkpoint (corrupt or truncated safetensors file: {exc})"
+
+
+def _parse_metadata(path: Path, raw: str | None) -> CheckpointMetadata:
+    if raw is None:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a checkpoint of this project "
+            f"(no {METADATA_KEY!r} metadata)"
+        )
+    try:
+        return CheckpointMetadata.model_validate(json.loads(raw))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise CheckpointError(f"{path} has invalid checkpoint metadata: {exc}") from None

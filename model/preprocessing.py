@@ -1,0 +1,64 @@
+"""The eval-time preprocessing: one definition shared by training's evaluation and the service.
+
+A photo is squashed to ``input_size`` x ``input_size`` (no centre crop: a tile is labelled
+invasive when the plant appears anywhere in it, so cropping the edges would drop evidence), kept
+as uint8 until it reaches the device, and normalised there in a batch (:func:`normalize_batch`).
+Keeping uint8 until the last step makes queues and host-to-GPU copies four times smaller.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.imaging import DEFAULT_MAX_PIXELS, decode_image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What a checkpoint says about its input; enough to reproduce preprocessing exactly."""
+
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = "squash"  # the only mode; stored so a future mode can't be silently misread
+
+
+def resize_for_model(img: Image.Image, input_size: int) -> Image.Image:
+    """Resize an RGB image to the square model input (antialiased bilinear)."""
+    if img.size == (input_size, input_size):
+        return img
+    return img.resize((input_size, input_size), Image.Resampling.BILINEAR)
+
+
+def image_to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 tensor of shape (3, H, W)."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def prepare_input(
+    source: bytes | str | os.PathLike,
+    spec: PreprocessSpec,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> torch.Tensor:
+    """Bytes or path -> the uint8 (3, S, S) tensor the model's batch is made of."""
+    img = decode_image(source, min_size=spec.input_size, max_pixels=max_pixels)
+    return image_to_tensor(resize_for_model(img, spec.input_size))
+
+
+def normalize_batch(
+    batch: torch.Tensor, spec: PreprocessSpec, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 (N, 3, S, S) on any device -> normalised float batch on that device."""
+    mean = torch.tensor(spec.mean, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
+    out = (batch.float() / 255.0 - mean) / std
+    return out.to(dtype)
