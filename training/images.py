@@ -1,0 +1,110 @@
+"""Photos to uint8 model-size tensors: the decode cache, and the plain full-decode baseline.
+
+The cache decodes every photo once through :func:`model.preprocessing.prepare_input` — the very
+function the service uses, which decodes JPEGs at reduced scale (Pillow ``draft``) — and keeps the
+resized uint8 images in memory (``S x S x 3`` bytes each: 645 photos at 160 px are 50 MB), or on
+disk as one ``.npy`` file keyed by the data fingerprint so the next run skips decoding entirely.
+Augmentation then works on those small tensors every epoch instead of on full-size photos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from model.imaging import ImageDecodeError, decode_image
+from model.preprocessing import PreprocessSpec, image_to_tensor, prepare_input, resize_for_model
+
+
+def decode_images(
+    paths: list[Path], spec: PreprocessSpec, *, threads: int = 2, desc: str = "decoding"
+) -> tuple[torch.Tensor, dict[int, str]]:
+    """All ``paths`` as one uint8 (N, 3, S, S) tensor; unreadable ones stay zero, listed by index.
+
+    Threads pay off because Pillow releases the GIL while it decodes and resizes.
+    """
+    size = spec.input_size
+    out = torch.zeros((len(paths), 3, size, size), dtype=torch.uint8)
+    failures: dict[int, str] = {}
+
+    def one(i: int) -> None:
+        try:
+            out[i] = prepare_input(paths[i], spec)
+        except ImageDecodeError as exc:
+            failures[i] = exc.message
+        except OSError as exc:
+            failures[i] = f"cannot read the file ({exc})"
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        list(tqdm(pool.map(one, range(len(paths))), total=len(paths), desc=desc, leave=False,
+                  unit="img", mininterval=1.0))
+    return out, failures
+
+
+def cached_decode(
+    paths: list[Path],
+    spec: PreprocessSpec,
+    *,
+    threads: int = 2,
+    cache_dir: Path | None = None,
+) -> tuple[torch.Tensor, dict[int, str]]:
+    """:func:`decode_images`, reusing ``cache_dir/<key>.npy`` when the same files were decoded."""
+    if cache_dir is None:
+        return decode_images(paths, spec, threads=threads)
+    key = _cache_key(paths, spec)
+    array_file, meta_file = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    if array_file.is_file() and meta_file.is_file():
+        failures = {int(k): v for k, v in json.loads(meta_file.read_text())["failures"].items()}
+        return torch.from_numpy(np.load(array_file)), failures
+    images, failures = decode_images(paths, spec, threads=threads)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = array_file.with_suffix(".tmp.npy")
+    np.save(tmp, images.numpy())
+    tmp.replace(array_file)
+    meta_file.write_text(json.dumps({"count": len(paths), "size": spec.input_size,
+                                     "failures": {str(k): v for k, v in failures.items()}}))
+    return images, failures
+
+
+def _cache_key(paths: list[Path], spec: PreprocessSpec) -> str:
+    digest = hashlib.sha256(f"v1 {spec.input_size} {spec.resize}\n".encode())
+    for p in paths:
+        st = p.stat()
+        digest.update(f"{p.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+class CachedImages(Dataset):
+    """Items ``(augmented uint8 image, label)`` drawn from the in-memory decode cache."""
+
+    def __init__(self, images: torch.Tensor, labels: list[int], transform=None) -> None:
+        self.images, self.labels, self.transform = images, torch.tensor(labels), transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.images[i]
+        return (self.transform(img) if self.transform else img), self.labels[i]
+
+
+class FullDecodeImages(Dataset):
+    """The plain baseline: decode each full-size photo again every epoch (no draft, no cache)."""
+
+    def __init__(self, paths: list[Path], labels: list[int], spec: PreprocessSpec, transform=None):
+        self.paths, self.labels = paths, torch.tensor(labels)
+        self.spec, self.transform = spec, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = image_to_tensor(resize_for_model(decode_image(self.paths[i]), self.spec.input_size))
+        return (self.transform(img) if self.transform else img), self.labels[i]
