@@ -1,0 +1,80 @@
+"""The ceiling: our own decode + preprocess + forward in a tight in-process loop, no HTTP.
+
+Exactly the code every server here calls (``prepare_input`` then
+``Classifier.predict_probabilities``), run back to back at several batch sizes; the best batch
+size gives the images/s no server on this machine can beat with this code, and batch 1 gives
+the single-image latency a lone request cannot beat.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from benchmarks.serving.stats import latency_summary_ms
+from model.inference import Classifier
+from model.preprocessing import prepare_input
+
+
+def _run_batches(
+    classifier: Classifier, images: Sequence[bytes], batch_size: int, seconds: float
+) -> dict:
+    source = itertools.cycle(images)
+    decode_s = forward_s = 0.0
+    latencies = []
+    done = 0
+    started = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        batch = torch.stack(
+            [prepare_input(next(source), classifier.spec) for _ in range(batch_size)]
+        )
+        t1 = time.perf_counter()
+        classifier.predict_probabilities(batch)
+        t2 = time.perf_counter()
+        decode_s += t1 - t0
+        forward_s += t2 - t1
+        latencies.append(t2 - t0)
+        done += batch_size
+        if t2 - started >= seconds and len(latencies) >= 3:
+            break
+    wall = time.perf_counter() - started
+    return {
+        "batch_size": batch_size,
+        "images": done,
+        "images_per_s": done / wall,
+        "decode_ms_per_image": 1000.0 * decode_s / done,
+        "forward_ms_per_image": 1000.0 * forward_s / done,
+        "batch_latency": latency_summary_ms(latencies),
+    }
+
+
+def measure_ceiling(
+    checkpoint: Path,
+    images: Sequence[bytes],
+    batch_sizes: Sequence[int] = (1, 4, 8, 16, 32),
+    seconds_per_batch_size: float = 5.0,
+    device: str = "auto",
+    precision: str = "auto",
+) -> dict:
+    """Images/s at each batch size, the best of them, and batch-1 latency percentiles."""
+    classifier = Classifier.from_checkpoint(checkpoint, device=device, precision=precision)
+    classifier.warm_up(tuple(sorted(set(batch_sizes))))
+    for image in images[:2]:  # first decode pays Pillow's lazy plugin imports
+        prepare_input(image, classifier.spec)
+    by_batch = [_run_batches(classifier, images, b, seconds_per_batch_size) for b in batch_sizes]
+    best = max(by_batch, key=lambda r: r["images_per_s"])
+    single = next((r for r in by_batch if r["batch_size"] == 1), None)
+    return {
+        "device": str(classifier.device),
+        "precision": classifier.precision,
+        "torch_threads": torch.get_num_threads(),
+        "by_batch_size": by_batch,
+        "best_batch_size": best["batch_size"],
+        "images_per_s": best["images_per_s"],
+        "single_image_latency": single["batch_latency"] if single else None,
+    }

@@ -1,0 +1,60 @@
+"""Everything a run is parametrised by, with the defaults of the full run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.serving.fixtures import DEFAULT_PHOTO_DIR
+
+SERVERS = ("ours", "litserve", "naive")
+PAYLOAD_KINDS = ("photo", "phone")
+
+
+@dataclass
+class RunConfig:
+    out: Path
+    arch: str = "resnet18"
+    input_size: int = 224
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    duration_s: float = 15.0
+    warmup_s: float = 3.0
+    payload_kinds: tuple[str, ...] = PAYLOAD_KINDS
+    photo_dir: Path = DEFAULT_PHOTO_DIR
+    photo_count: int = 16
+    servers: tuple[str, ...] = SERVERS
+    ceiling_batch_sizes: tuple[int, ...] = (1, 4, 8, 16, 32)
+    ceiling_seconds: float = 4.0
+    device: str = "auto"
+    precision: str = "auto"
+    # None: our service's own defaults (read from app.config), passed to LitServe as well so
+    # both batch alike; a value is passed to both.
+    max_batch_size: int | None = None
+    batch_wait_ms: float | None = None
+    service_env: dict[str, str] = field(default_factory=dict)  # extra INVASIVE_* for ours
+    litserve_workers: int = 0  # 0: one per core, as LitServe's docs advise for CPU
+    request_timeout_s: float = 60.0
+    ready_timeout_s: float = 300.0
+
+    def batch_settings(self) -> tuple[int, float]:
+        """(max batch size, max wait in ms) that every batching server gets."""
+        size, wait = self.max_batch_size, self.batch_wait_ms
+        if size is None or wait is None:
+            default_size, default_wait = service_batch_defaults()
+            size = default_size if size is None else size
+            wait = default_wait if wait is None else wait
+        return size, wait
+
+    def litserve_worker_count(self) -> int:
+        return self.litserve_workers or os.cpu_count() or 1
+
+
+def service_batch_defaults() -> tuple[int, float]:
+    """The service's own max_batch_size / max_batch_wait_ms defaults, or 16 / 5 ms without app/."""
+    try:
+        from app.config import Settings
+    except ImportError:
+        return 16, 5.0
+    fields = Settings.model_fields
+    return int(fields["max_batch_size"].default), float(fields["max_batch_wait_ms"].default)

@@ -1,0 +1,238 @@
+"""One run: fixtures, ceiling, then each server started, measured at every cell, and stopped."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.serving.ceiling import measure_ceiling
+from benchmarks.serving.config import RunConfig
+from benchmarks.serving.fixtures import (
+    PayloadSet,
+    build_checkpoint,
+    build_payload_sets,
+    find_photos,
+)
+from benchmarks.serving.loadgen import require_wrk, run_wrk
+from benchmarks.serving.report import (
+    evaluate_targets,
+    plot_results,
+    render_markdown,
+    targets_as_json,
+)
+from benchmarks.serving.servers import (
+    ResourceMonitor,
+    RunningServer,
+    ServerSpec,
+    free_port,
+    python_module_argv,
+    wait_until_idle,
+)
+
+
+class ServerUnavailable(RuntimeError):
+    """A server that cannot be run here (package missing); recorded, and the run goes on."""
+
+
+def server_spec(name: str, cfg: RunConfig, checkpoint: Path) -> ServerSpec:
+    batch_size, wait_ms = cfg.batch_settings()
+    if name == "ours":
+        script = Path(sys.executable).with_name("invasive-api")
+        argv = [str(script)] if script.exists() else python_module_argv("app")
+        env = {
+            "INVASIVE_CHECKPOINT": str(checkpoint),
+            "INVASIVE_HOST": "127.0.0.1",
+            "INVASIVE_LOG_LEVEL": "warning",
+            "INVASIVE_DEVICE": cfg.device,
+            "INVASIVE_PRECISION": cfg.precision,
+            "INVASIVE_MAX_BATCH_SIZE": str(batch_size),
+            "INVASIVE_MAX_BATCH_WAIT_MS": str(wait_ms),
+            **cfg.service_env,
+        }
+        spec = ServerSpec(name, argv, env, ready_path="/health/ready")
+        spec.env["INVASIVE_PORT"] = str(_port(spec))
+        extra = " ".join(f"{k}={v}" for k, v in cfg.service_env.items())
+        spec.notes = f"invasive-api, batch {batch_size}, wait {wait_ms:g} ms {extra}".strip()
+        return spec
+    if name == "litserve":
+        if importlib.util.find_spec("litserve") is None:
+            raise ServerUnavailable("litserve is not installed: pip install -e '.[bench]'")
+        workers = cfg.litserve_worker_count()
+        spec = ServerSpec(name, [], ready_path="/health")
+        accelerator = "cpu" if cfg.device == "cpu" else "auto"
+        spec.argv = python_module_argv(
+            "benchmarks.serving.litserve_app",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(_port(spec)),
+            "--precision",
+            cfg.precision,
+            "--accelerator",
+            accelerator,
+            "--max-batch-size",
+            str(batch_size),
+            "--batch-timeout",
+            str(wait_ms / 1000.0),
+            "--workers",
+            str(workers),
+        )
+        spec.notes = (
+            f"LitServe, batch {batch_size}, batch_timeout {wait_ms:g} ms, "
+            f"{workers} inference workers, fast_queue"
+        )
+        return spec
+    if name == "naive":
+        spec = ServerSpec(name, [], ready_path="/health")
+        spec.argv = python_module_argv(
+            "benchmarks.serving.naive_app",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(_port(spec)),
+        )
+        spec.notes = "FastAPI async def, full PIL decode, torchvision transforms, fp32, batch 1"
+        return spec
+    raise ValueError(f"unknown server {name!r}")
+
+
+def _port(spec: ServerSpec) -> int:
+    spec.port = spec.port or free_port()
+    return spec.port
+
+
+def measure_server(
+    spec: ServerSpec, payloads: list[PayloadSet], cfg: RunConfig, log_dir: Path
+) -> dict:
+    result: dict = {"notes": spec.notes, "cells": [], "cold_start_s": None, "error": None}
+    server = RunningServer(spec, log_dir / f"{spec.name}.log", cfg.ready_timeout_s)
+    try:
+        server.start()
+        result["cold_start_s"] = server.cold_start_s
+        _log(f"{spec.name}: ready in {server.cold_start_s:.1f}s on port {spec.port}")
+        url = spec.url(spec.predict_path)
+        for payload in payloads:
+            for concurrency in cfg.concurrency:
+                args = (url, payload.body_dir, payload.count, payload.content_type, concurrency)
+                if cfg.warmup_s > 0:
+                    run_wrk(*args, duration_s=cfg.warmup_s, timeout_s=cfg.request_timeout_s)
+                wait_until_idle(server.proc.pid)
+                with ResourceMonitor(server.proc.pid) as monitor:
+                    load = run_wrk(
+                        *args, duration_s=cfg.duration_s, timeout_s=cfg.request_timeout_s
+                    )
+                cell = {
+                    "payload": payload.name,
+                    "concurrency": concurrency,
+                    "duration_s": load.duration_s,
+                    "requests": load.requests,
+                    "images_per_s": load.images_per_s,
+                    "latency_ms": load.latency_ms,
+                    "errors": load.errors,
+                    "error_count": load.error_count,
+                    "server_cpu_cores": monitor.cpu_cores,
+                    "peak_rss_mb": monitor.peak_rss / 1e6,
+                    "client_cpu_cores": load.client_cpu_s / monitor.wall_s,
+                }
+                result["cells"].append(cell)
+                _log(
+                    f"{spec.name} {payload.name} c={concurrency}: "
+                    f"{cell['images_per_s']:.1f} img/s, p50 {load.latency_ms['p50_ms']:.0f} ms, "
+                    f"p99 {load.latency_ms['p99_ms']:.0f} ms, errors {load.error_count}"
+                )
+                wait_until_idle(server.proc.pid)
+    except RuntimeError as exc:
+        result["error"] = str(exc)
+        _log(f"{spec.name}: FAILED: {exc}")
+    finally:
+        server.stop()
+    return result
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores of {cpu}"
+
+
+def run(cfg: RunConfig, command: str | None = None) -> dict:
+    """Measure everything ``cfg`` asks for; write results.{json,md,png} into ``cfg.out``."""
+    require_wrk()  # fail before minutes of setup, with the install hint
+    photos = find_photos(cfg.photo_dir, cfg.photo_count)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    import torch
+
+    results: dict = {
+        "meta": {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine_description(),
+            "torch": torch.__version__,
+            "command": command or "python -m benchmarks.serving " + shlex.join(sys.argv[1:]),
+        },
+        "config": {
+            "concurrency": list(cfg.concurrency),
+            "duration_s": cfg.duration_s,
+            "warmup_s": cfg.warmup_s,
+            "batch_settings": list(cfg.batch_settings()),
+            "device": cfg.device,
+            "precision": cfg.precision,
+        },
+        "servers": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
+        work = Path(tmp)
+        checkpoint = build_checkpoint(work / "bench.safetensors", cfg.arch, cfg.input_size)
+        results["checkpoint"] = {"arch": cfg.arch, "input_size": cfg.input_size}
+        payloads = build_payload_sets(photos, work, cfg.payload_kinds)
+        results["payloads"] = [
+            {"name": p.name, "count": p.count, "mean_bytes": p.mean_bytes} for p in payloads
+        ]
+        results["ceiling"] = {}
+        for payload in payloads:
+            ceiling = measure_ceiling(
+                checkpoint,
+                payload.images,
+                cfg.ceiling_batch_sizes,
+                cfg.ceiling_seconds,
+                cfg.device,
+                cfg.precision,
+            )
+            results["ceiling"][payload.name] = ceiling
+            _log(
+                f"ceiling {payload.name}: {ceiling['images_per_s']:.1f} img/s at batch "
+                f"{ceiling['best_batch_size']} ({ceiling['precision']} on {ceiling['device']})"
+            )
+        for name in cfg.servers:
+            try:
+                spec = server_spec(name, cfg, checkpoint)
+            except ServerUnavailable as exc:
+                results["servers"][name] = {"notes": "", "cells": [], "error": str(exc)}
+                _log(f"{name}: skipped: {exc}")
+                continue
+            results["servers"][name] = measure_server(spec, payloads, cfg, cfg.out / "logs")
+    results["meta"]["wall_s"] = time.monotonic() - started
+    targets = evaluate_targets(results)
+    results["targets"] = targets_as_json(targets)
+    (cfg.out / "results.json").write_text(json.dumps(results, indent=2))
+    (cfg.out / "results.md").write_text(render_markdown(results, targets))
+    plot_results(results, cfg.out / "results.png")
+    return results
+
+
+def _log(message: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from benchmarks.serving.__main__ import build_parser, config_from_args, main
+from benchmarks.serving.config import RunConfig, service_batch_defaults
+
+
+def _config(*argv):
+    return config_from_args(build_parser().parse_args(["run", *argv]))
+
+
+def test_full_run_defaults():
+    cfg = _config()
+    assert cfg.out == Path("benchmarks/results/serving")
+    assert cfg.concurrency == (1, 8, 32)
+    assert cfg.servers == ("ours", "litserve", "naive")
+    assert cfg.payload_kinds == ("photo", "phone")
+    assert cfg.duration_s >= 10
+
+
+def test_quick_is_short_and_explicit_flags_win():
+    cfg = _config("--quick", "--concurrency", "1,32", "--servers", "ours,naive")
+    assert cfg.duration_s <= 5 and cfg.warmup_s <= 2
+    assert cfg.concurrency == (1, 32)
+    assert cfg.servers == ("ours", "naive")
+
+
+def test_service_env_and_bad_names_are_checked(capsys):
+    cfg = _config("--service-env", "INVASIVE_DECODE_THREADS=1")
+    assert cfg.service_env == {"INVASIVE_DECODE_THREADS": "1"}
+    for bad in (["--service-env", "DECODE=1"], ["--servers", "ours,triton"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["run", *bad])
+
+
+def test_batch_settings_default_to_the_service_and_apply_to_both():
+    assert RunConfig(out=Path(".")).batch_settings() == service_batch_defaults()
+    assert RunConfig(out=Path("."), max_batch_size=8, batch_wait_ms=2).batch_settings() == (8, 2)
+
+
+def test_missing_photos_is_a_clear_error_not_a_traceback(tmp_path, capsys, monkeypatch):
+    from benchmarks.serving import loadgen
+
+    monkeypatch.setattr(loadgen.shutil, "which", lambda name: "/usr/bin/wrk")
+    code = main(["run", "--photos", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "cannot run: no benchmark photos" in capsys.readouterr().err
+
+
+def test_missing_wrk_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    from benchmarks.serving import loadgen
+
+    monkeypatch.setattr(loadgen.shutil, "which", lambda name: None)
+    assert main(["run", "--out", str(tmp_path)]) == 2
+    assert "wrk (the HTTP load generator) is not installed" in capsys.readouterr().err

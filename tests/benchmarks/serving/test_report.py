@@ -1,0 +1,121 @@
+import copy
+
+import pytest
+
+from benchmarks.serving.report import evaluate_targets, plot_results, render_markdown
+
+
+def _cell(payload, c, ips, p50, p99, errors=0, rss=900.0):
+    return {
+        "payload": payload,
+        "concurrency": c,
+        "duration_s": 10.0,
+        "requests": int(ips * 10),
+        "images_per_s": ips,
+        "errors": {"status": errors},
+        "error_count": errors,
+        "latency_ms": {"p50_ms": p50, "p95_ms": p99 * 0.9, "p99_ms": p99, "mean_ms": p50},
+        "server_cpu_cores": 1.9,
+        "peak_rss_mb": rss,
+        "client_cpu_cores": 0.05,
+    }
+
+
+@pytest.fixture
+def results():
+    p = "photo-800x600"
+    return {
+        "meta": {
+            "date": "2026-11-27T04:00:00+00:00",
+            "machine": "2 cores of X",
+            "command": "python -m benchmarks.serving run",
+        },
+        "config": {"concurrency": [1, 32], "duration_s": 10.0, "warmup_s": 2.0},
+        "checkpoint": {"arch": "resnet18", "input_size": 224},
+        "payloads": [{"name": p, "count": 16, "mean_bytes": 170000}],
+        "ceiling": {
+            p: {
+                "images_per_s": 200.0,
+                "best_batch_size": 16,
+                "single_image_latency": {"p50_ms": 10.0, "p95_ms": 11.0, "p99_ms": 12.0},
+            }
+        },
+        "servers": {
+            "ours": {
+                "notes": "invasive-api",
+                "cold_start_s": 4.2,
+                "cells": [_cell(p, 1, 90, 11.0, 14), _cell(p, 32, 180, 170, 250)],
+            },
+            "litserve": {
+                "notes": "LitServe",
+                "cold_start_s": 12.0,
+                "cells": [_cell(p, 1, 60, 16, 20), _cell(p, 32, 150, 200, 300)],
+            },
+            "naive": {
+                "notes": "naive",
+                "cold_start_s": 3.0,
+                "cells": [_cell(p, 1, 5, 200, 250), _cell(p, 32, 5, 6000, 9000)],
+            },
+        },
+    }
+
+
+def _verdicts(results):
+    return {t.name: t for t in evaluate_targets(results)}
+
+
+def test_targets_pass_and_miss_with_their_ratios(results):
+    t = _verdicts(results)
+    assert t["c=32 img/s vs ceiling"].measured == pytest.approx(0.9)
+    assert t["c=32 img/s vs ceiling"].verdict == "PASS"
+    assert t["c=32 img/s vs LitServe"].measured == pytest.approx(1.2)
+    assert t["c=32 img/s vs LitServe"].verdict == "PASS"
+    assert t["c=32 p99 vs LitServe p99"].measured == pytest.approx(250 / 300)
+    assert t["c=32 img/s vs naive"].measured == pytest.approx(36.0)
+    assert t["c=1 p50 vs ceiling single-image"].measured == pytest.approx(1.1)
+    assert t["errors (non-2xx + socket)"].verdict == "PASS"
+    assert t["server peak RSS (MB)"].verdict == "PASS"
+
+
+def test_targets_miss(results):
+    ours = results["servers"]["ours"]["cells"]
+    ours[1].update(images_per_s=160.0, error_count=3, peak_rss_mb=1600.0)
+    ours[1]["latency_ms"]["p99_ms"] = 301.0
+    ours[0]["latency_ms"]["p50_ms"] = 12.5
+    t = _verdicts(results)
+    assert t["c=32 img/s vs ceiling"].verdict == "MISS"  # 0.80
+    assert t["c=32 img/s vs LitServe"].verdict == "MISS"  # 1.07
+    assert t["c=32 p99 vs LitServe p99"].verdict == "MISS"
+    assert t["c=1 p50 vs ceiling single-image"].verdict == "MISS"  # 1.25
+    assert t["errors (non-2xx + socket)"].measured == 3
+    assert t["errors (non-2xx + socket)"].verdict == "MISS"
+    assert t["server peak RSS (MB)"].verdict == "MISS"
+
+
+def test_missing_baseline_is_not_a_pass(results):
+    del results["servers"]["litserve"]
+    t = _verdicts(results)
+    assert t["c=32 img/s vs LitServe"].passed is None
+    assert t["c=32 img/s vs LitServe"].verdict == "n/a"
+
+
+def test_markdown_has_every_row_and_verdict(results):
+    md = render_markdown(results, evaluate_targets(results))
+    assert "| ceiling (in-process, batch 16; latency at batch 1) | - | 200.0 | 10.0 |" in md
+    assert "| ours | 32 | 180.0 | 170.0 |" in md
+    assert "| naive | 32 | 5.0 | 6,000.0 |" in md
+    assert "| litserve | 12.00 | LitServe |" in md
+    assert "| photo-800x600 | c=32 img/s vs naive | 36.00 | >= 30x | PASS |" in md
+    assert md.count("| PASS |") == 7
+
+
+def test_markdown_shows_a_failed_server(results):
+    failed = copy.deepcopy(results)
+    failed["servers"]["litserve"] = {"notes": "", "cells": [], "error": "litserve is not installed"}
+    md = render_markdown(failed, evaluate_targets(failed))
+    assert "| litserve | - | failed: litserve is not installed |" in md
+
+
+def test_chart_is_a_png(results, tmp_path):
+    path = plot_results(results, tmp_path / "chart.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

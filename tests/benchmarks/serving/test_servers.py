@@ -1,0 +1,43 @@
+"""Process handling against a stand-in server (python's http.server): start, ready, watch, stop."""
+
+import sys
+import time
+
+import psutil
+import pytest
+
+from benchmarks.serving.servers import ResourceMonitor, RunningServer, ServerSpec, free_port
+
+
+def test_server_is_started_measured_and_stopped_with_its_children(tmp_path):
+    port = free_port()
+    # A parent that spawns a child, like LitServe's workers: stop() must end both.
+    code = (
+        "import subprocess, sys, http.server, functools;"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+        f"http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port={port},"
+        " bind='127.0.0.1')"
+    )
+    spec = ServerSpec("stand-in", [sys.executable, "-c", code], ready_path="/", port=port)
+    server = RunningServer(spec, tmp_path / "logs" / "stand-in.log", ready_timeout_s=30)
+    with server:
+        assert 0 < server.cold_start_s < 30
+        root = psutil.Process(server.proc.pid)
+        deadline = time.monotonic() + 5
+        while not root.children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = root.children()[0]
+        with ResourceMonitor(server.proc.pid, interval_s=0.02) as monitor:
+            time.sleep(0.2)
+        assert monitor.peak_rss > 5_000_000  # two python processes
+        assert 0 <= monitor.cpu_cores < 2.5
+    assert server.proc.poll() is not None
+    child.wait(timeout=5)  # raises TimeoutExpired if the child outlived stop()
+    assert not child.is_running()
+
+
+def test_server_that_dies_reports_its_log(tmp_path):
+    argv = [sys.executable, "-c", "import sys; print('no checkpoint here'); sys.exit(2)"]
+    spec = ServerSpec("broken", argv, port=free_port())
+    with pytest.raises(RuntimeError, match="exited with code 2.*\n.*no checkpoint here"):
+        RunningServer(spec, tmp_path / "broken.log", ready_timeout_s=30).start()
