@@ -45,12 +45,13 @@ LABEL org.opencontainers.image.title="invasive-species-service" \
       org.opencontainers.image.licenses="MIT"
 
 # A fixed numeric uid/gid, so volume ownership can be set from the host (chown 10001) and
-# orchestrators can verify the container does not run as root.
+# orchestrators can verify the container does not run as root. The mount points are created
+# owned by that user: Docker gives a new, empty named volume the ownership of its mount point.
 ARG APP_UID=10001
 RUN groupadd --system --gid "${APP_UID}" invasive \
     && useradd --system --uid "${APP_UID}" --gid invasive --create-home \
         --home-dir /home/invasive --shell /usr/sbin/nologin invasive \
-    && install --directory --owner invasive --group invasive /models
+    && install --directory --owner invasive --group invasive /models /home/invasive/.cache
 
 COPY --from=builder /opt/venv /opt/venv
 # Run by the compose `model-check` service before the API starts (see the file).

@@ -32,11 +32,11 @@ def _volume(service: dict[str, Any], target: str) -> tuple[str, str]:
     """(source, mode) of the short-syntax volume mounted at ``target``."""
     for volume in service["volumes"]:
         # SOURCE:TARGET[:MODE], where SOURCE may be a ${VAR:-default} holding a colon itself.
-        match = re.fullmatch(r"(\$\{[^}]*\}|[^:]+):([^:]+)(?::(\w+))?", volume)
+        match = re.fullmatch(r"(\$\{[^}]*\}|[^:]+):([^:]+)(?::(\w+|\$\{[^}]*\}))?", volume)
         assert match, f"not a short-syntax volume: {volume}"
         source, mounted_at, mode = match.groups()
         if mounted_at == target:
-            return source, mode or "rw"
+            return source, _default(mode or "rw")
     raise AssertionError(f"nothing mounted at {target}")
 
 
@@ -128,6 +128,20 @@ def test_train_reads_data_read_only_and_writes_the_volume_the_api_reads() -> Non
     model_source, model_mode = _volume(train, "/models")
     assert model_mode == "rw"
     assert model_source == _volume(SERVICES["api"], "/models")[0]
+
+
+def test_named_volume_mount_points_belong_to_the_image_user() -> None:
+    # Docker gives a new named volume its mount point's ownership; a mount point missing from
+    # the image would come up owned by root and unwritable for uid 10001.
+    runs = " ".join(i.args for i in dockerfile_stages(DOCKERFILE)[-1].all("RUN"))
+    owned = re.search(r"install --directory --owner invasive --group invasive ([^&]+)", runs)
+    assert owned, "the final stage creates no user-owned mount points"
+    for name, service in SERVICES.items():
+        for volume in service["volumes"]:
+            source, target = volume.split(":/", 1)
+            if _default(source) in COMPOSE["volumes"]:
+                target = "/" + target.split(":")[0]
+                assert target in owned.group(1).split(), f"{name}: {target}"
 
 
 def test_all_services_run_one_image() -> None:

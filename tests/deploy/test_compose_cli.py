@@ -108,3 +108,7 @@ def test_host_knobs_reach_the_services(tmp_path: Path) -> None:
     assert mounts[("api", "/models")] == ("bind", str(models), True)
     assert mounts[("train", "/models")] == ("bind", str(models), False)
     assert mounts[("train", "/data")] == ("bind", "/srv/photos", True)
+    # One writable run to unpack downloaded Kaggle archives in place.
+    unpacking = _merged([COMPOSE_FILE], DEPLOY_DATA_MODE="rw")["services"]["train"]
+    (data,) = [volume for volume in unpacking["volumes"] if volume["target"] == "/data"]
+    assert not data.get("read_only", False)

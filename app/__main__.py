@@ -1,0 +1,73 @@
+"""``invasive-api`` / ``python -m app``: check the checkpoint, then serve with uvicorn.
+
+A missing or unreadable checkpoint, or an impossible device/precision, prints one line to stderr
+and exits with status 2 before uvicorn starts, so the operator sees the cause, not a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from app.config import Settings
+
+EXIT_BAD_CONFIG = 2
+
+
+def _fail(message: str) -> int:
+    print(f"invasive-api: error: {message}", file=sys.stderr)
+    return EXIT_BAD_CONFIG
+
+
+def preflight(settings: Settings) -> str | None:
+    """Why the service cannot start with ``settings``, or None. Cheap: reads the header only."""
+    from model.checkpoint import CheckpointError, read_metadata
+    from model.inference import resolve_device, resolve_precision
+
+    try:
+        read_metadata(settings.checkpoint)
+    except CheckpointError as exc:
+        hint = " (run `make demo` or `invasive-train demo --output PATH` to build a demo one)"
+        return f"{exc}{hint if 'not found' in str(exc) else ''}"
+    try:
+        resolve_precision(settings.precision, resolve_device(settings.device))
+    except (ValueError, RuntimeError) as exc:
+        return str(exc)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"INVASIVE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        return _fail(f"invalid settings: {errors}")
+    problem = preflight(settings)
+    if problem:
+        return _fail(problem)
+
+    import uvicorn
+
+    from app.main import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        workers=1,  # one process: one model copy, one inference thread; scale with replicas
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Shared route dependencies: the runtime, and the 503 when the model is not ready."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.errors import ApiError
+from app.pipeline import RETRY_AFTER_SECONDS, PredictionPipeline
+from app.runtime import ServiceRuntime
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    return request.app.state.runtime
+
+
+def ready_pipeline(request: Request) -> PredictionPipeline:
+    """The pipeline, or 503 ``model_not_ready`` while loading, warming up or shutting down."""
+    runtime: ServiceRuntime = request.app.state.runtime
+    if not runtime.ready or runtime.pipeline is None:
+        raise ApiError(
+            503,
+            "model_not_ready",
+            f"the model is not ready: {runtime.not_ready_reason}",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    return runtime.pipeline
+
+
+Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+ReadyPipeline = Annotated[PredictionPipeline, Depends(ready_pipeline)]

@@ -1,0 +1,126 @@
+"""``POST /v1/predict`` and ``POST /v1/predict/batch``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from app.api.dependencies import ReadyPipeline, Runtime
+from app.errors import ApiError, ErrorDetail, error_responses
+from app.pipeline import ImageResult, PredictionPipeline
+from app.schemas import BatchItem, BatchResponse, PredictionResponse, Timing
+from app.security import require_api_key
+from app.uploads import read_uploads
+
+router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(require_api_key)])
+
+_ERRORS = error_responses(400, 401, 413, 415, 422, 503)
+
+
+def _multipart_request_body(field: str, many: bool) -> dict:
+    """OpenAPI for the upload: the route reads the body itself (see app.uploads)."""
+    binary = {"type": "string", "format": "binary"}
+    schema = {"type": "array", "items": binary} if many else binary
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": [field],
+                        "properties": {field: schema},
+                    }
+                }
+            },
+        }
+    }
+
+
+def _prediction_body(result: ImageResult, pipeline: PredictionPipeline) -> PredictionResponse:
+    p = result.prediction
+    return PredictionResponse(
+        label=p.label,
+        invasive=p.invasive,
+        probability=p.probability,
+        probabilities=p.probabilities,
+        threshold=pipeline.classifier.metadata.threshold,
+        model_id=pipeline.classifier.model_id,
+        timing=Timing(
+            decode_ms=round(result.decode_ms, 3),
+            queue_ms=round(result.queue_ms, 3),
+            inference_ms=round(result.inference_ms, 3),
+            batch_size=result.batch_size,
+        ),
+    )
+
+
+@router.post(
+    "/predict",
+    summary="Score one photo",
+    description="Send one image (JPEG, PNG, WebP or HEIC; the format is read from the bytes) "
+    "as multipart field `file`. Returns the label, the probability of the invasive class, "
+    "every class's probability, the checkpoint's threshold, the model id and timings.",
+    response_model=PredictionResponse,
+    responses=_ERRORS,
+    openapi_extra=_multipart_request_body("file", many=False),
+)
+async def predict(
+    request: Request,
+    pipeline: ReadyPipeline,
+    runtime: Runtime,
+) -> PredictionResponse:
+    pipeline.check_capacity(1)
+    uploads = await read_uploads(request, "file", 1, runtime.settings.max_upload_bytes)
+    (outcome,) = await pipeline.predict([uploads[0].data])
+    if isinstance(outcome, ApiError):
+        raise outcome
+    return _prediction_body(outcome, pipeline)
+
+
+@router.post(
+    "/predict/batch",
+    summary="Score several photos in one request",
+    description="Send up to `INVASIVE_MAX_BATCH_FILES` images as repeated multipart field "
+    "`files`. Results come back in the order sent, each with its file name; a bad file gets "
+    "its own error and does not fail the others.",
+    response_model=BatchResponse,
+    responses=_ERRORS,
+    openapi_extra=_multipart_request_body("files", many=True),
+)
+async def predict_batch(
+    request: Request,
+    pipeline: ReadyPipeline,
+    runtime: Runtime,
+) -> BatchResponse:
+    settings = runtime.settings
+    pipeline.check_capacity(1)
+    uploads = await read_uploads(
+        request, "files", settings.max_batch_files, settings.max_upload_bytes
+    )
+    outcomes = await pipeline.predict([upload.data for upload in uploads])
+    items = []
+    for index, (upload, outcome) in enumerate(zip(uploads, outcomes, strict=True)):
+        if isinstance(outcome, ApiError):
+            items.append(
+                BatchItem(
+                    index=index,
+                    filename=upload.filename,
+                    status=outcome.status,
+                    error=ErrorDetail(code=outcome.code, message=outcome.message),
+                )
+            )
+        else:
+            items.append(
+                BatchItem(
+                    index=index,
+                    filename=upload.filename,
+                    status=200,
+                    prediction=_prediction_body(outcome, pipeline),
+                )
+            )
+    return BatchResponse(
+        model_id=pipeline.classifier.model_id,
+        count=len(items),
+        succeeded=sum(item.status == 200 for item in items),
+        results=items,
+    )

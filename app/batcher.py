@@ -1,0 +1,231 @@
+"""Dynamic micro-batching: many concurrent requests, one forward pass, one inference thread.
+
+Requests put preprocessed uint8 tensors on a bounded queue from the event loop; one dedicated
+thread takes up to ``max_batch_size`` of them, runs them as one batch and hands each request its
+row of probabilities back on the event loop. The event loop never runs the model.
+
+When to stop gathering (the vocabulary of Triton's dynamic batcher):
+
+- everything already queued joins the batch at once, up to ``max_batch_size``;
+- the thread then waits, at most ``max_wait`` after the first item arrived, only while other
+  requests are announced (still being decoded, see :meth:`MicroBatcher.expect`) and so about to
+  join; with nothing queued and nothing on its way, a lone request runs immediately;
+- a full queue refuses new work with :class:`QueueFullError` (the service answers 503 with
+  ``Retry-After``) instead of letting latency grow without bound.
+
+Under load the forward pass itself is the gathering window: while batch *k* runs, requests pile up
+and batch *k+1* takes them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("app.batcher")
+
+
+class QueueFullError(RuntimeError):
+    """The inference queue is at its limit; the caller should retry later."""
+
+
+@dataclass(frozen=True)
+class BatchedResult:
+    """One request's share of a forward pass."""
+
+    probabilities: np.ndarray  # (num_classes,) float32
+    queue_ms: float  # from joining the queue to the start of its batch's forward pass
+    inference_ms: float  # the whole batch's forward pass
+    batch_size: int
+
+
+@dataclass
+class _Item:
+    tensor: torch.Tensor
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    enqueued_at: float
+
+
+class MicroBatcher:
+    """A bounded queue in front of ``predict`` (uint8 (N,3,S,S) -> (N,C) probabilities)."""
+
+    def __init__(
+        self,
+        predict: Callable[[torch.Tensor], np.ndarray],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        queue_limit: int,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.queue_limit = queue_limit
+        self._on_batch = on_batch
+        self._items: collections.deque[_Item] = collections.deque()
+        self._expected = 0  # requests announced (decoding) but not yet queued
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, thread_setup: Callable[[], None] | None = None) -> None:
+        """Start the inference thread; ``thread_setup`` runs on it first (threads, warm-up)."""
+        self._thread = threading.Thread(
+            target=self._run, args=(thread_setup,), name="inference", daemon=True
+        )
+        self._thread.start()
+        await asyncio.wrap_future(self._started)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- request side (event loop) ---------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._items)
+
+    def check_capacity(self, n: int = 1) -> None:
+        """Raise :class:`QueueFullError` if ``n`` more items would not be accepted now."""
+        depth = len(self._items)
+        if depth and depth + n > self.queue_limit:
+            raise QueueFullError(f"inference queue is full ({depth}/{self.queue_limit})")
+
+    def expect(self, n: int = 1) -> None:
+        """Announce ``n`` items that are being prepared and will be submitted (or withdrawn)."""
+        with self._cond:
+            self._expected += n
+
+    def withdraw(self, n: int = 1) -> None:
+        """``n`` announced items will not come after all (their decoding failed)."""
+        with self._cond:
+            self._expected = max(0, self._expected - n)
+            self._cond.notify_all()
+
+    async def submit(
+        self, tensors: Sequence[torch.Tensor], announced: int = 0
+    ) -> list[BatchedResult]:
+        """Queue ``tensors`` (each uint8 (3,S,S)) and wait for their rows, in order.
+
+        ``announced``: how many of them were announced with :meth:`expect`.
+        """
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        items = [_Item(t, loop.create_future(), loop, now) for t in tensors]
+        with self._cond:
+            self._expected = max(0, self._expected - announced)
+            depth = len(self._items)
+            if self._stopping:
+                raise QueueFullError("the service is shutting down")
+            if depth and depth + len(items) > self.queue_limit:
+                self._cond.notify_all()
+                raise QueueFullError(f"inference queue is full ({depth}/{self.queue_limit})")
+            self._items.extend(items)
+            self._cond.notify_all()
+        return list(await asyncio.gather(*(item.future for item in items)))
+
+    # -- inference thread ------------------------------------------------------------------
+
+    def _run(self, thread_setup: Callable[[], None] | None) -> None:
+        try:
+            if thread_setup is not None:
+                thread_setup()
+        except BaseException as exc:
+            self._started.set_exception(exc)
+            return
+        self._started.set_result(None)
+        while True:
+            batch = self._gather()
+            if batch is None:
+                return
+            self._run_batch(batch)
+
+    def _gather(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._items:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            batch = self._take(self.max_batch_size)
+            deadline = batch[0].enqueued_at + self.max_wait_s
+            while len(batch) < self.max_batch_size and self._expected > 0:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or self._stopping:
+                    break
+                self._cond.wait(remaining)
+                batch.extend(self._take(self.max_batch_size - len(batch)))
+            return batch
+
+    def _take(self, n: int) -> list[_Item]:
+        taken = []
+        while self._items and len(taken) < n:
+            item = self._items.popleft()
+            if not item.future.done():  # skip requests whose client already went away
+                taken.append(item)
+        return taken
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        if not batch:
+            return
+        started = time.perf_counter()
+        try:
+            probs = self._predict(torch.stack([item.tensor for item in batch]))
+        except Exception as exc:  # a model failure fails this batch, not the service
+            logger.exception("inference failed for a batch of %d", len(batch))
+            self._deliver(batch, [exc] * len(batch))
+            return
+        elapsed = time.perf_counter() - started
+        if self._on_batch is not None:
+            self._on_batch(len(batch), elapsed)
+        inference_ms = elapsed * 1000.0
+        results = [
+            BatchedResult(
+                probabilities=probs[i],
+                queue_ms=(started - item.enqueued_at) * 1000.0,
+                inference_ms=inference_ms,
+                batch_size=len(batch),
+            )
+            for i, item in enumerate(batch)
+        ]
+        self._deliver(batch, results)
+
+    @staticmethod
+    def _deliver(batch: list[_Item], outcomes: list) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for item, outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(item.loop, []).append((item.future, outcome))
+        for loop, pairs in by_loop.items():
+            # One wake-up of the event loop per batch, not per request. A closed loop means
+            # nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, pairs)
+
+
+def _resolve(pairs: list) -> None:
+    for future, outcome in pairs:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -1,0 +1,61 @@
+"""``create_app(settings)``: the FastAPI application, its middleware, routes and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api import health, model_info, predict
+from app.config import Settings
+from app.errors import install_error_handlers
+from app.metrics import RequestMetricsMiddleware, ServiceMetrics
+from app.runtime import ServiceRuntime
+
+DESCRIPTION = """
+Detects invasive plants in field photos. POST a photo (JPEG, PNG, WebP or HEIC) and get the
+probability that it shows the invasive species, scored by the checkpoint this service was
+started with (see `GET /v1/model`).
+
+Errors are always JSON: `{"error": {"code": "...", "message": "..."}}`.
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load and warm the model once before serving; release it after the last request."""
+    runtime: ServiceRuntime = app.state.runtime
+    try:
+        await runtime.start()
+        yield
+    finally:
+        await runtime.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app for ``settings`` (default: from the environment). Nothing loads until startup."""
+    settings = settings or Settings()
+    metrics = ServiceMetrics()
+    app = FastAPI(
+        title="Invasive species prediction service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.runtime = ServiceRuntime(settings, metrics)
+    install_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(model_info.router)
+    app.include_router(health.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Content-Type"],
+        )
+    # Outermost, so it also counts requests that CORS or an error handler answered.
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,132 @@
+"""What the service holds while it runs: the classifier, its batcher and decode threads, readiness.
+
+:meth:`ServiceRuntime.start` (called from the app's lifespan) loads the checkpoint once, starts
+the inference thread, sets its torch threads and warms it up with dummy batches of several sizes;
+only then does readiness turn true. :meth:`ServiceRuntime.stop` turns readiness off first, lets
+queued work finish, then releases the threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from PIL import Image
+
+from app.batcher import MicroBatcher
+from app.config import Settings
+from app.metrics import ServiceMetrics
+from app.pipeline import PredictionPipeline
+from model.checkpoint import CheckpointError
+from model.inference import Classifier
+from model.preprocessing import prepare_input
+
+logger = logging.getLogger("app")
+
+
+def warmup_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
+    """1, 2, 4, ... up to and including ``max_batch_size``: the shapes traffic will produce."""
+    sizes = []
+    n = 1
+    while n < max_batch_size:
+        sizes.append(n)
+        n *= 2
+    sizes.append(max_batch_size)
+    return tuple(sizes)
+
+
+class ServiceRuntime:
+    """The loaded model and the machinery around it; one per app."""
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.classifier: Classifier | None = None
+        self.batcher: MicroBatcher | None = None
+        self.pipeline: PredictionPipeline | None = None
+        self.decode_pool: ThreadPoolExecutor | None = None
+        self.ready = False
+        self.not_ready_reason = "the model is not loaded yet"
+        self.load_seconds: float | None = None
+        self.warmup_seconds: float | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.not_ready_reason = "loading the model"
+        torch.set_num_threads(s.resolved_torch_threads)
+        started = time.perf_counter()
+        try:
+            classifier = await asyncio.to_thread(
+                Classifier.from_checkpoint, s.checkpoint, s.device, s.precision
+            )
+        except (CheckpointError, ValueError) as exc:
+            self.not_ready_reason = f"the model failed to load: {exc}"
+            logger.error("cannot load checkpoint: %s", exc)
+            raise
+        self.load_seconds = time.perf_counter() - started
+        self.metrics.model_load_seconds.set(self.load_seconds)
+        self.classifier = classifier
+        logger.info(
+            "loaded %s (%s%s) on %s, %s, in %.2fs",
+            classifier.model_id,
+            classifier.metadata.arch,
+            ", demo checkpoint" if classifier.metadata.demo else "",
+            classifier.device,
+            classifier.precision,
+            self.load_seconds,
+        )
+
+        self.not_ready_reason = "warming up"
+        self.batcher = MicroBatcher(
+            classifier.predict_probabilities,
+            max_batch_size=s.max_batch_size,
+            max_wait_s=s.max_batch_wait_ms / 1000.0,
+            queue_limit=s.queue_limit,
+            on_batch=self.metrics.observe_batch,
+        )
+        self.metrics.track_queue_depth(lambda: self.batcher.queue_depth if self.batcher else 0)
+        self.decode_pool = ThreadPoolExecutor(s.resolved_decode_threads, "decode")
+        self.pipeline = PredictionPipeline(
+            classifier, self.batcher, self.decode_pool, self.metrics, s.max_image_pixels
+        )
+        started = time.perf_counter()
+        await self.batcher.start(thread_setup=self._setup_inference_thread)
+        # Decoder plugins and decode threads start now, not on the first request.
+        await asyncio.get_running_loop().run_in_executor(
+            self.decode_pool, prepare_input, _tiny_jpeg(), classifier.spec
+        )
+        self.warmup_seconds = time.perf_counter() - started
+        self.metrics.warmup_seconds.set(self.warmup_seconds)
+        self.ready = True
+        self.not_ready_reason = ""
+        self.metrics.ready.set(1)
+        logger.info("ready after %.2fs of warm-up", self.warmup_seconds)
+
+    def _setup_inference_thread(self) -> None:
+        """Runs on the inference thread before it takes work."""
+        # torch's intra-op thread count is per calling thread under OpenMP: set it where the
+        # model runs. One pool of `torch_threads` threads, no oversubscription.
+        torch.set_num_threads(self.settings.resolved_torch_threads)
+        assert self.classifier is not None
+        self.classifier.warm_up(warmup_batch_sizes(self.settings.max_batch_size))
+        if self.classifier.device.type == "cuda":
+            torch.cuda.synchronize(self.classifier.device)
+
+    async def stop(self) -> None:
+        self.ready = False
+        self.not_ready_reason = "shutting down"
+        self.metrics.ready.set(0)
+        if self.batcher is not None:
+            await asyncio.to_thread(self.batcher.stop)
+        if self.decode_pool is not None:
+            self.decode_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _tiny_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 140, 60)).save(buffer, format="JPEG")
+    return buffer.getvalue()

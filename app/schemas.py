@@ -1,0 +1,161 @@
+"""Response bodies, with the examples shown in the OpenAPI docs at ``/docs``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.errors import ErrorDetail
+
+_PREDICTION_EXAMPLE = {
+    "label": "invasive",
+    "invasive": True,
+    "probability": 0.93,
+    "probabilities": {"non_invasive": 0.07, "invasive": 0.93},
+    "threshold": 0.5,
+    "model_id": "resnet18-3f2a9c1b7d4e",
+}
+_TIMING_EXAMPLE = {"decode_ms": 3.1, "queue_ms": 0.2, "inference_ms": 11.8, "batch_size": 1}
+
+
+class Timing(BaseModel):
+    """Where one image's time went inside the service."""
+
+    decode_ms: float = Field(description="decoding and preprocessing the upload")
+    queue_ms: float = Field(description="waiting for the inference thread and batch-mates")
+    inference_ms: float = Field(description="the forward pass of the batch this image was in")
+    batch_size: int = Field(description="images in that forward pass")
+
+
+class PredictionResponse(BaseModel):
+    """One photo's answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{**_PREDICTION_EXAMPLE, "timing": _TIMING_EXAMPLE}]}
+    )
+
+    label: str = Field(description="the predicted class name")
+    invasive: bool = Field(description="probability >= threshold")
+    probability: float = Field(description="probability of the invasive (positive) class")
+    probabilities: dict[str, float] = Field(description="probability of every class")
+    threshold: float = Field(description="decision threshold stored in the checkpoint")
+    model_id: str = Field(description="architecture and hash of the checkpoint file")
+    timing: Timing
+
+
+class BatchItem(BaseModel):
+    """One file of a batch request: a prediction, or the error for that file alone."""
+
+    index: int = Field(description="position of the file in the request")
+    filename: str | None = Field(description="the file name the client sent")
+    status: int = Field(description="HTTP status this file alone would have had")
+    prediction: PredictionResponse | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchResponse(BaseModel):
+    """Results in the order the files were sent."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_id": _PREDICTION_EXAMPLE["model_id"],
+                    "count": 2,
+                    "succeeded": 1,
+                    "results": [
+                        {
+                            "index": 0,
+                            "filename": "plot-17.jpg",
+                            "status": 200,
+                            "prediction": {**_PREDICTION_EXAMPLE, "timing": _TIMING_EXAMPLE},
+                            "error": None,
+                        },
+                        {
+                            "index": 1,
+                            "filename": "notes.txt",
+                            "status": 415,
+                            "prediction": None,
+                            "error": {
+                                "code": "unsupported_media_type",
+                                "message": "the file is not an image in a supported format "
+                                "(JPEG, PNG, WebP, HEIC)",
+                            },
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
+    model_id: str
+    count: int
+    succeeded: int
+    results: list[BatchItem]
+
+
+class LiveResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "alive"}]})
+
+    status: str = "alive"
+
+
+class ReadyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "ready", "model_id": "resnet18-3f2a9c1b7d4e"}]}
+    )
+
+    status: str = "ready"
+    model_id: str
+
+
+class NotReadyResponse(BaseModel):
+    """503 body of ``/health/ready``: the usual error shape plus the reason."""
+
+    status: str = "not_ready"
+    reason: str
+    error: ErrorDetail
+
+
+class ModelInfo(BaseModel):
+    """What is being served, where, and how."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_id": "resnet18-3f2a9c1b7d4e",
+                    "demo": False,
+                    "arch": "resnet18",
+                    "class_names": ["non_invasive", "invasive"],
+                    "positive_class": "invasive",
+                    "threshold": 0.5,
+                    "input_size": 224,
+                    "device": "cpu",
+                    "precision": "bf16",
+                    "checkpoint": "model.safetensors",
+                    "load_seconds": 0.41,
+                    "warmup_seconds": 1.2,
+                    "max_batch_size": 16,
+                    "metadata": {"format": "invasive-species-checkpoint", "metrics": {}},
+                }
+            ]
+        },
+    )
+
+    model_id: str
+    demo: bool = Field(description="true for the generated demo checkpoint: not a real model")
+    arch: str
+    class_names: list[str]
+    positive_class: str
+    threshold: float
+    input_size: int
+    device: str
+    precision: str
+    checkpoint: str = Field(description="file name of the served checkpoint")
+    load_seconds: float | None
+    warmup_seconds: float | None
+    max_batch_size: int
+    metadata: dict[str, Any] = Field(description="the checkpoint's full metadata")

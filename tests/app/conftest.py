@@ -1,0 +1,107 @@
+"""Fixtures for the service tests: a tiny checkpoint, settings, a running app, test images."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Starlette's TestClient warns that it will move to "httpx2"; it works, and the warning would
+# only add noise to every test run.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+from app.main import create_app  # noqa: E402
+
+SERVICE_INPUT_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def service_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small checkpoint the service can load (input 64 px keeps every forward pass cheap).
+
+    Temporary: a random-init resnet18 until training's ``demo_checkpoint`` fixture lands.
+    """
+    import model
+    from model.checkpoint import CheckpointMetadata
+
+    net = model.build_model("resnet18", 2)
+    meta = CheckpointMetadata(
+        arch="resnet18",
+        class_names=["not_invasive", "invasive"],
+        positive_class="invasive",
+        input_size=SERVICE_INPUT_SIZE,
+        demo=True,
+    )
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    return model.save_checkpoint(path, net, meta)
+
+
+class EnvironmentFreeSettings(Settings):
+    """Settings from keyword arguments only: a developer's INVASIVE_* variables can't leak in."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, *sources):
+        return (init_settings,)
+
+
+def isolated_settings(checkpoint: Path, **overrides) -> Settings:
+    """Small, deterministic settings for a test app (fp32 on CPU, one torch thread)."""
+    values = dict(
+        checkpoint=checkpoint,
+        device="cpu",
+        precision="fp32",
+        max_batch_size=8,
+        torch_threads=1,
+        decode_threads=2,
+    )
+    values.update(overrides)
+    return EnvironmentFreeSettings(**values)
+
+
+@pytest.fixture
+def make_settings(service_checkpoint: Path):
+    """``make_settings(**overrides)``: :func:`isolated_settings` for the test checkpoint."""
+    return lambda **overrides: isolated_settings(service_checkpoint, **overrides)
+
+
+@pytest.fixture
+def client_for(make_settings) -> Iterator:
+    """``client_for(**settings)``: a TestClient on a started app (lifespan run, model warm)."""
+    clients: list[TestClient] = []
+
+    def _client(**overrides) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides)), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield _client
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def client(service_checkpoint: Path) -> Iterator[TestClient]:
+    """A started app with default test settings, shared by a module's tests."""
+    settings = isolated_settings(service_checkpoint)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def reference_classifier(service_checkpoint: Path):
+    """The checkpoint scored in-process at fp32, batch by batch: what the service must match."""
+    from model.inference import Classifier
+
+    return Classifier.from_checkpoint(service_checkpoint, device="cpu", precision="fp32")
+
+
+def expected_probabilities(classifier, data: bytes) -> list[float]:
+    """Offline scoring of ``data``: the same decode + preprocess + forward, no service."""
+    from model.preprocessing import prepare_input
+
+    return classifier.predict_probabilities(prepare_input(data, classifier.spec)[None])[0].tolist()

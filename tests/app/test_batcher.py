@@ -1,0 +1,164 @@
+"""The micro-batcher on its own, with a fake model: gathering, ordering, limits, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from app.batcher import MicroBatcher, QueueFullError
+
+
+class FakeModel:
+    """Row i of the output is [id, batch size] where id is pixel [0,0,0] of image i."""
+
+    def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.delay_s = delay_s
+        self.gate = gate
+        self.entered = threading.Event()
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        time.sleep(self.delay_s)
+        self.batch_sizes.append(len(batch))
+        ids = batch[:, 0, 0, 0].float().numpy()
+        return np.stack([ids, np.full_like(ids, len(batch))], axis=1)
+
+
+def image(i: int) -> torch.Tensor:
+    return torch.full((3, 4, 4), i, dtype=torch.uint8)
+
+
+def run(coro_fn, batcher: MicroBatcher):
+    async def main():
+        await batcher.start()
+        try:
+            return await coro_fn()
+        finally:
+            batcher.stop()
+
+    return asyncio.run(main())
+
+
+def test_lone_request_does_not_wait_for_batch_mates():
+    fake = FakeModel()
+    batcher = MicroBatcher(fake, max_batch_size=8, max_wait_s=2.0, queue_limit=8)
+
+    async def one():
+        started = time.perf_counter()
+        (result,) = await batcher.submit([image(7)])
+        return result, time.perf_counter() - started
+
+    result, elapsed = run(one, batcher)
+    assert result.probabilities[0] == 7
+    assert result.batch_size == 1
+    assert elapsed < 0.5, "a request with nothing else queued or announced must not wait 2 s"
+
+
+def test_concurrent_requests_share_a_forward_pass_and_keep_their_rows():
+    fake = FakeModel(delay_s=0.05)
+    batcher = MicroBatcher(fake, max_batch_size=8, max_wait_s=0.0, queue_limit=64)
+
+    async def many():
+        return await asyncio.gather(*(batcher.submit([image(i)]) for i in range(20)))
+
+    results = run(many, batcher)
+    ids = [r[0].probabilities[0] for r in results]
+    assert ids == list(range(20)), "each request must get its own row back"
+    assert max(fake.batch_sizes) > 1
+    assert max(fake.batch_sizes) <= 8
+    assert sum(fake.batch_sizes) == 20
+
+
+def test_waits_for_announced_requests_up_to_max_wait():
+    fake = FakeModel()
+    batcher = MicroBatcher(fake, max_batch_size=8, max_wait_s=1.0, queue_limit=64)
+
+    async def announced_then_late():
+        batcher.expect(2)
+        first = asyncio.create_task(batcher.submit([image(1)], announced=1))
+        await asyncio.sleep(0.05)  # the second one is still "decoding"
+        second = await batcher.submit([image(2)], announced=1)
+        return await first, second
+
+    first, second = run(announced_then_late, batcher)
+    assert first[0].batch_size == 2 and second[0].batch_size == 2
+    assert fake.batch_sizes == [2]
+
+
+def test_withdrawn_announcement_stops_the_wait():
+    fake = FakeModel()
+    batcher = MicroBatcher(fake, max_batch_size=8, max_wait_s=5.0, queue_limit=64)
+
+    async def announced_then_withdrawn():
+        batcher.expect(2)
+        started = time.perf_counter()
+        task = asyncio.create_task(batcher.submit([image(1)], announced=1))
+        await asyncio.sleep(0.05)
+        batcher.withdraw(1)  # its decode failed: nobody else is coming
+        await task
+        return time.perf_counter() - started
+
+    assert run(announced_then_withdrawn, batcher) < 2.0
+
+
+def test_full_queue_refuses_new_work():
+    gate = threading.Event()
+    fake = FakeModel(gate=gate)
+    batcher = MicroBatcher(fake, max_batch_size=1, max_wait_s=0.0, queue_limit=2)
+
+    async def overfill():
+        running = asyncio.create_task(batcher.submit([image(0)]))
+        await asyncio.to_thread(fake.entered.wait, 5)  # item 0 is in the forward pass
+        queued = [asyncio.create_task(batcher.submit([image(i)])) for i in (1, 2)]
+        await asyncio.sleep(0.01)
+        assert batcher.queue_depth == 2
+        with pytest.raises(QueueFullError):
+            batcher.check_capacity(1)
+        with pytest.raises(QueueFullError):
+            await batcher.submit([image(3)])
+        gate.set()
+        done = await asyncio.gather(running, *queued)
+        return [d[0].probabilities[0] for d in done]
+
+    assert run(overfill, batcher) == [0, 1, 2]
+
+
+def test_model_failure_fails_that_batch_only():
+    calls = []
+
+    def flaky(batch: torch.Tensor) -> np.ndarray:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return np.zeros((len(batch), 2), dtype=np.float32)
+
+    batcher = MicroBatcher(flaky, max_batch_size=4, max_wait_s=0.0, queue_limit=8)
+
+    async def twice():
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.submit([image(1)])
+        return await batcher.submit([image(2)])
+
+    (result,) = run(twice, batcher)
+    assert result.probabilities.shape == (2,)
+
+
+def test_thread_setup_failure_surfaces_from_start():
+    batcher = MicroBatcher(FakeModel(), max_batch_size=1, max_wait_s=0.0, queue_limit=1)
+
+    def broken_setup() -> None:
+        raise RuntimeError("warm-up failed")
+
+    async def start():
+        await batcher.start(thread_setup=broken_setup)
+
+    with pytest.raises(RuntimeError, match="warm-up failed"):
+        asyncio.run(start())

@@ -1,0 +1,107 @@
+"""``python -m app`` / ``invasive-api``: refuses to start cleanly, and serves over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app.images import jpeg_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def service_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVASIVE_")}
+    env.update({f"INVASIVE_{k.upper()}": v for k, v in values.items()})
+    return env
+
+
+def run_module(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_missing_checkpoint_exits_nonzero_with_one_clear_line(tmp_path):
+    missing = tmp_path / "nowhere" / "model.safetensors"
+    result = run_module(service_env(checkpoint=str(missing)))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "checkpoint not found" in lines[0] and str(missing) in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_corrupt_checkpoint_exits_nonzero_with_one_clear_line(tmp_path, service_checkpoint):
+    corrupt = tmp_path / "model.safetensors"
+    corrupt.write_bytes(service_checkpoint.read_bytes()[:5000])  # truncated mid-weights
+    result = run_module(service_env(checkpoint=str(corrupt)))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(corrupt) in lines[0]
+
+
+def test_invalid_setting_exits_nonzero_with_one_clear_line(service_checkpoint):
+    result = run_module(service_env(checkpoint=str(service_checkpoint), max_batch_size="lots"))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "INVASIVE_MAX_BATCH_SIZE" in lines[0], result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_console_script_serves_real_http(service_checkpoint):
+    script = shutil.which("invasive-api", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("invasive-api is not installed in this environment (run `make install`)")
+    port = free_port()
+    env = service_env(
+        checkpoint=str(service_checkpoint), port=str(port), torch_threads="1", max_batch_size="4"
+    )
+    process = subprocess.Popen(
+        [script], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        ready = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                ready = httpx.get(f"{base}/health/ready", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        assert ready is not None and ready.status_code == 200, "service never became ready"
+        response = httpx.post(
+            f"{base}/v1/predict",
+            files={"file": ("field.jpg", jpeg_bytes(seed=9), "image/jpeg")},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["model_id"] == ready.json()["model_id"]
+    finally:
+        process.terminate()
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (SIGTERM).
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output

@@ -1,0 +1,105 @@
+"""Reading multipart uploads: limits are enforced before or while the body streams in."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from starlette.requests import Request
+
+from app.errors import ApiError
+from app.uploads import body_limit, read_uploads
+
+BOUNDARY = "testboundary"
+
+
+def multipart(*parts: tuple[str, str | None, bytes]) -> bytes:
+    out = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        out += (
+            f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+        )
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+class StreamedRequest:
+    """A Starlette request whose body arrives in chunks; counts how much was pulled."""
+
+    def __init__(self, body: bytes, chunk: int = 1024, content_length: int | None = None):
+        self.chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
+        self.pulled = 0
+        headers = [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode())]
+        if content_length is not None:
+            headers.append((b"content-length", str(content_length).encode()))
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
+        self.request = Request(scope, self._receive)
+
+    async def _receive(self):
+        index = self.pulled
+        self.pulled += 1
+        more = index + 1 < len(self.chunks)
+        return {"type": "http.request", "body": self.chunks[index], "more_body": more}
+
+
+def read(
+    streamed: StreamedRequest, field: str = "file", max_files: int = 1, max_bytes: int = 10_000
+):
+    return asyncio.run(read_uploads(streamed.request, field, max_files, max_bytes))
+
+
+def test_reads_files_in_order_with_names_and_ignores_other_fields():
+    body = multipart(
+        ("files", "a.jpg", b"A" * 3000),
+        ("note", None, b"hello"),
+        ("files", "b.png", b"B" * 10),
+    )
+    uploads = read(StreamedRequest(body), field="files", max_files=5)
+    assert [(u.filename, u.data) for u in uploads] == [("a.jpg", b"A" * 3000), ("b.png", b"B" * 10)]
+
+
+def test_declared_content_length_over_limit_is_refused_before_reading():
+    body = multipart(("file", "big.jpg", b"x" * 50_000))
+    streamed = StreamedRequest(body, content_length=len(body))
+    with pytest.raises(ApiError) as err:
+        read(streamed, max_bytes=10_000)
+    assert err.value.status == 413
+    assert streamed.pulled == 0, "not a single body chunk may be read"
+
+
+def test_undeclared_oversized_file_stops_the_stream_at_the_limit():
+    body = multipart(("file", "big.jpg", b"x" * 500_000))
+    streamed = StreamedRequest(body, chunk=1024)  # chunked: no Content-Length
+    with pytest.raises(ApiError) as err:
+        read(streamed, max_bytes=10_000)
+    assert (err.value.status, err.value.code) == (413, "file_too_large")
+    assert streamed.pulled < 20, f"read {streamed.pulled} of {len(streamed.chunks)} chunks"
+
+
+def test_whole_body_is_capped_even_when_every_part_is_small():
+    parts = [("other", None, b"y" * 10_000) for _ in range(60)]
+    streamed = StreamedRequest(multipart(*parts), chunk=4096)
+    with pytest.raises(ApiError) as err:
+        read(streamed, max_bytes=20_000)
+    assert err.value.status == 413
+    assert streamed.pulled * 4096 <= body_limit(1, 20_000) + 4096
+
+
+def test_too_many_files_is_413():
+    body = multipart(*[("files", f"{i}.jpg", b"z") for i in range(4)])
+    with pytest.raises(ApiError) as err:
+        read(StreamedRequest(body), field="files", max_files=3)
+    assert (err.value.status, err.value.code) == (413, "too_many_files")
+
+
+def test_missing_boundary_and_missing_field():
+    streamed = StreamedRequest(b"")
+    streamed.request.scope["headers"] = [(b"content-type", b"multipart/form-data")]
+    with pytest.raises(ApiError) as err:
+        read(streamed)
+    assert err.value.status == 400
+    with pytest.raises(ApiError) as err:
+        read(StreamedRequest(multipart(("other", "x.jpg", b"1"))))
+    assert (err.value.status, err.value.code) == (422, "missing_file")
