@@ -61,6 +61,9 @@ def test_api_restarts_and_is_health_checked_like_the_image() -> None:
     assert api["healthcheck"]["test"] == ["CMD", *image_check.exec_form()]
     assert "/health/ready" in api["healthcheck"]["test"][-1]
     assert api["healthcheck"]["start_period"]
+    # Longer than Docker's default 10 s, so a stop lets in-flight requests finish.
+    assert re.fullmatch(r"(\d+)s", api["stop_grace_period"])
+    assert int(api["stop_grace_period"][:-1]) > 30
 
 
 def test_api_port_and_env_agree() -> None:
