@@ -16,35 +16,19 @@ from fastapi.testclient import TestClient  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.main import create_app  # noqa: E402
 
-SERVICE_INPUT_SIZE = 64
-
 
 @pytest.fixture(scope="session")
-def service_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small checkpoint the service can load (input 64 px keeps every forward pass cheap).
-
-    Temporary: a random-init resnet18 until training's ``demo_checkpoint`` fixture lands.
-    """
-    import model
-    from model.checkpoint import CheckpointMetadata
-
-    net = model.build_model("resnet18", 2)
-    meta = CheckpointMetadata(
-        arch="resnet18",
-        class_names=["not_invasive", "invasive"],
-        positive_class="invasive",
-        input_size=SERVICE_INPUT_SIZE,
-        demo=True,
-    )
-    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
-    return model.save_checkpoint(path, net, meta)
+def service_checkpoint(demo_checkpoint: Path) -> Path:
+    """The session's demo checkpoint, trained by the real training code (64 px input, so every
+    forward pass in these tests is cheap)."""
+    return demo_checkpoint
 
 
 class EnvironmentFreeSettings(Settings):
     """Settings from keyword arguments only: a developer's INVASIVE_* variables can't leak in."""
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, *sources):
+    def settings_customise_sources(cls, settings_cls, init_settings, **sources):
         return (init_settings,)
 
 
