@@ -101,7 +101,9 @@ class LoadedCheckpoint:
     path: Path
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: CheckpointMetadata) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, model: nn.Module, metadata: CheckpointMetadata
+) -> Path:
     """Write ``model``'s weights and ``metadata`` to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +133,9 @@ def read_metadata(path: str | os.PathLike) -> CheckpointMetadata:
     return _parse_metadata(path, raw)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> LoadedCheckpoint:
     """Read, validate and build the network. Never unpickles: no code in the file can run."""
     path = _existing(path)
     data = path.read_bytes()

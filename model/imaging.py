@@ -55,13 +55,9 @@ def decode_image(
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
             raise ImageDecodeError("empty_file", "the uploaded file is empty", status=400)
-        stream = io.BytesIO(source)
-    else:
-        stream = Path(source).open("rb")
-    try:
+        return _decode(io.BytesIO(source), min_size, max_pixels)
+    with Path(source).open("rb") as stream:
         return _decode(stream, min_size, max_pixels)
-    finally:
-        stream.close()
 
 
 def _decode(stream, min_size: int | None, max_pixels: int) -> Image.Image:
