@@ -41,6 +41,11 @@ class ClassifierAPI(ls.LitAPI):
     def predict(self, x: torch.Tensor):
         return self.classifier.predict_probabilities(x)
 
+    def unbatch(self, output) -> list:
+        # What LitServe's default does once a server has set it up; explicit so the API is usable
+        # (and testable) on its own.
+        return list(output)
+
     def encode_response(self, output) -> dict:
         pred = self.classifier.interpret(output)
         return {

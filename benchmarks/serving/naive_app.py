@@ -1,8 +1,8 @@
 """The FastAPI image classifier as tutorials write it: where a hand-rolled service starts.
 
 ``async def`` endpoint doing everything inline on the event loop: full-size PIL decode,
-torchvision Resize + ToTensor + Normalize, fp32, NCHW, batch of one. Deliberately unoptimised;
-only the checkpoint loading is ours (the weights must be the same).
+torchvision Resize + ToTensor + Normalize, fp32, NCHW, batch of one (on CUDA when present).
+Deliberately unoptimised; only the checkpoint loading is ours (the weights must be the same).
 
 Run: ``python -m benchmarks.serving.naive_app --checkpoint CKPT --port 8002``.
 """
@@ -21,9 +21,11 @@ from torchvision import transforms
 from model.checkpoint import load_checkpoint
 
 
-def create_app(checkpoint: str) -> FastAPI:
+def create_app(checkpoint: str, device: str = "auto") -> FastAPI:
+    if device == "auto":  # the tutorial line
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = load_checkpoint(checkpoint)
-    model = loaded.model.eval()
+    model = loaded.model.eval().to(device)
     meta = loaded.metadata
     transform = transforms.Compose(
         [
@@ -42,7 +44,7 @@ def create_app(checkpoint: str) -> FastAPI:
     async def predict(file: UploadFile = File(...)) -> dict:  # noqa: B008 - FastAPI idiom
         data = await file.read()
         image = Image.open(io.BytesIO(data)).convert("RGB")
-        x = transform(image).unsqueeze(0)
+        x = transform(image).unsqueeze(0).to(device)
         with torch.no_grad():
             probs = torch.softmax(model(x), dim=1)[0].tolist()
         best = max(range(len(probs)), key=probs.__getitem__)
@@ -59,8 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002)
+    parser.add_argument("--device", default="auto", help="auto: cuda when present, else cpu")
     args = parser.parse_args(argv)
-    uvicorn.run(create_app(args.checkpoint), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        create_app(args.checkpoint, args.device),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def render_markdown(results: dict, targets: list[Target]) -> str:
         f"Command: `{results['meta']['command']}`  ",
         f"Checkpoint: {results['checkpoint']['arch']} at {results['checkpoint']['input_size']}px, "
         f"{cfg['duration_s']:g}s per cell after {cfg['warmup_s']:g}s warm-up, "
-        f"wrk with 1 thread (client CPU shown in cores).",
+        f"wrk with 1 thread. CPU columns are average cores busy (2.00 = both cores of a 2-core "
+        f"box); client = wrk plus this harness.",
         "",
     ]
     for payload in results["payloads"]:
@@ -155,7 +156,8 @@ def render_markdown(results: dict, targets: list[Target]) -> str:
                     f"| {server} | {cell['concurrency']} | {_fmt(cell['images_per_s'])} "
                     f"| {_fmt(lat['p50_ms'])} | {_fmt(lat['p95_ms'])} | {_fmt(lat['p99_ms'])} "
                     f"| {cell['error_count']} | {_fmt(cell['server_cpu_cores'], 2)} "
-                    f"| {_fmt(cell['peak_rss_mb'], 0)} | {_fmt(cell['client_cpu_cores'], 2)} |"
+                    f"| {_fmt(cell['peak_rss_mb'], 0)} "
+                    f"| {_fmt(cell['client_cpu_cores'] + cell.get('harness_cpu_cores', 0.0), 2)} |"
                 )
         lines.append("")
     lines += [

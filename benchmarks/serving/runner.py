@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import shlex
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from benchmarks.serving.servers import (
     RunningServer,
     ServerSpec,
     free_port,
+    idle_cpu_cores,
     python_module_argv,
     wait_until_idle,
 )
@@ -98,6 +100,8 @@ def server_spec(name: str, cfg: RunConfig, checkpoint: Path) -> ServerSpec:
             str(checkpoint),
             "--port",
             str(_port(spec)),
+            "--device",
+            cfg.device,
         )
         spec.notes = "FastAPI async def, full PIL decode, torchvision transforms, fp32, batch 1"
         return spec
@@ -117,14 +121,19 @@ def measure_server(
     try:
         server.start()
         result["cold_start_s"] = server.cold_start_s
-        _log(f"{spec.name}: ready in {server.cold_start_s:.1f}s on port {spec.port}")
+        idle = result["idle_cpu_cores"] = idle_cpu_cores(server.proc.pid)
+        _log(
+            f"{spec.name}: ready in {server.cold_start_s:.1f}s on port {spec.port}, "
+            f"idle CPU {idle:.2f} cores"
+        )
         url = spec.url(spec.predict_path)
         for payload in payloads:
             for concurrency in cfg.concurrency:
                 args = (url, payload.body_dir, payload.count, payload.content_type, concurrency)
                 if cfg.warmup_s > 0:
                     run_wrk(*args, duration_s=cfg.warmup_s, timeout_s=cfg.request_timeout_s)
-                wait_until_idle(server.proc.pid)
+                settle_s = wait_until_idle(server.proc.pid, idle)
+                harness_cpu0 = _own_cpu_seconds()
                 with ResourceMonitor(server.proc.pid) as monitor:
                     load = run_wrk(
                         *args, duration_s=cfg.duration_s, timeout_s=cfg.request_timeout_s
@@ -141,6 +150,9 @@ def measure_server(
                     "server_cpu_cores": monitor.cpu_cores,
                     "peak_rss_mb": monitor.peak_rss / 1e6,
                     "client_cpu_cores": load.client_cpu_s / monitor.wall_s,
+                    # this process while it waits on wrk: the psutil sampling thread, mostly
+                    "harness_cpu_cores": (_own_cpu_seconds() - harness_cpu0) / monitor.wall_s,
+                    "settle_s": settle_s,
                 }
                 result["cells"].append(cell)
                 _log(
@@ -148,7 +160,7 @@ def measure_server(
                     f"{cell['images_per_s']:.1f} img/s, p50 {load.latency_ms['p50_ms']:.0f} ms, "
                     f"p99 {load.latency_ms['p99_ms']:.0f} ms, errors {load.error_count}"
                 )
-                wait_until_idle(server.proc.pid)
+                wait_until_idle(server.proc.pid, idle)
     except RuntimeError as exc:
         result["error"] = str(exc)
         _log(f"{spec.name}: FAILED: {exc}")
@@ -169,7 +181,7 @@ def machine_description() -> str:
     return f"{os.cpu_count()} cores of {cpu}"
 
 
-def run(cfg: RunConfig, command: str | None = None) -> dict:
+def run(cfg: RunConfig, command: str | None = None, device_name: str | None = None) -> dict:
     """Measure everything ``cfg`` asks for; write results.{json,md,png} into ``cfg.out``."""
     require_wrk()  # fail before minutes of setup, with the install hint
     photos = find_photos(cfg.photo_dir, cfg.photo_count)
@@ -180,7 +192,7 @@ def run(cfg: RunConfig, command: str | None = None) -> dict:
     results: dict = {
         "meta": {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": machine_description(),
+            "machine": machine_description() + (f", {device_name}" if device_name else ""),
             "torch": torch.__version__,
             "command": command or "python -m benchmarks.serving " + shlex.join(sys.argv[1:]),
         },
@@ -198,6 +210,7 @@ def run(cfg: RunConfig, command: str | None = None) -> dict:
         work = Path(tmp)
         checkpoint = build_checkpoint(work / "bench.safetensors", cfg.arch, cfg.input_size)
         results["checkpoint"] = {"arch": cfg.arch, "input_size": cfg.input_size}
+        _log(f"payloads and {cfg.arch} checkpoint ready in {work}")
         payloads = build_payload_sets(photos, work, cfg.payload_kinds)
         results["payloads"] = [
             {"name": p.name, "count": p.count, "mean_bytes": p.mean_bytes} for p in payloads
@@ -232,6 +245,11 @@ def run(cfg: RunConfig, command: str | None = None) -> dict:
     (cfg.out / "results.md").write_text(render_markdown(results, targets))
     plot_results(results, cfg.out / "results.png")
     return results
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _log(message: str) -> None:

@@ -197,10 +197,22 @@ def python_module_argv(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+def idle_cpu_cores(pid: int, window_s: float = 1.0) -> float:
+    """CPU the server tree burns doing nothing (pollers, heartbeats): the floor for "idle"."""
+    root = psutil.Process(pid)
+    before = tree_cpu_seconds(root)
+    time.sleep(window_s)
+    return (tree_cpu_seconds(root) - before) / window_s
+
+
 def wait_until_idle(
-    pid: int, threshold_cores: float = 0.15, window_s: float = 0.3, max_wait_s: float = 60.0
+    pid: int,
+    idle_cores: float = 0.0,
+    margin_cores: float = 0.15,
+    window_s: float = 0.3,
+    max_wait_s: float = 60.0,
 ) -> float:
-    """Block until the server tree's CPU drops below ``threshold_cores``; seconds waited.
+    """Block until the server tree's CPU is back near its idle floor; seconds waited.
 
     wrk abandons the requests still in flight when it stops; a server keeps working on them. A
     measured run must not start on top of that backlog (it would be charged for the warm-up's
@@ -211,6 +223,6 @@ def wait_until_idle(
     while time.monotonic() - started < max_wait_s:
         before = tree_cpu_seconds(root)
         time.sleep(window_s)
-        if (tree_cpu_seconds(root) - before) / window_s < threshold_cores:
+        if (tree_cpu_seconds(root) - before) / window_s < idle_cores + margin_cores:
             break
     return time.monotonic() - started

@@ -1,0 +1,90 @@
+"""The serving benchmark on a CUDA machine, in one short run (under 8 minutes).
+
+Same servers, payloads and measurements as the CPU run, sized for a GPU host: resnet50,
+bf16 (fp16 where bf16 is missing: precision ``auto``), batches up to 64, concurrency up to 128
+so batches can fill, upload decoding spread over every host core. ``--dry-run`` runs the same
+code path with tiny cells on whatever device is there (the CPU here), to prove the script works.
+
+Run (normally through ``benchmarks/serving/gpu.sh``, which also installs carried wheels):
+``python -m benchmarks.serving.gpu [--dry-run] [--photos DIR] [--out DIR]``. Results go to
+``$OUT/serving-gpu`` when ``OUT`` is set (the device machine's collected folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from benchmarks.serving.config import RunConfig
+from benchmarks.serving.fixtures import DEFAULT_PHOTO_DIR, PhotosMissing
+from benchmarks.serving.loadgen import LoadGeneratorMissing
+
+GPU_MAX_BATCH = 64
+GPU_LITSERVE_WORKERS = 4  # LitServe's docs: 1-4 workers per GPU; its decoding runs in them
+
+
+def default_out(environ: dict[str, str] = os.environ) -> Path:  # noqa: B006 - read-only
+    out = environ.get("OUT")
+    return Path(out) / "serving-gpu" if out else Path("benchmarks/results/serving-gpu")
+
+
+def gpu_config(
+    out: Path, cores: int, dry_run: bool = False, photo_dir: Path = DEFAULT_PHOTO_DIR
+) -> RunConfig:
+    cfg = RunConfig(
+        out=out,
+        arch="resnet50",
+        concurrency=(1, 32, 128),
+        duration_s=8.0,
+        warmup_s=2.0,
+        photo_dir=photo_dir,
+        ceiling_batch_sizes=(1, 16, 64, 128),
+        ceiling_seconds=2.0,
+        max_batch_size=GPU_MAX_BATCH,
+        service_env={"INVASIVE_DECODE_THREADS": str(cores), "INVASIVE_QUEUE_LIMIT": "1024"},
+        litserve_workers=GPU_LITSERVE_WORKERS,
+    )
+    if dry_run:
+        cfg.concurrency, cfg.duration_s, cfg.warmup_s = (1, 8), 2.0, 1.0
+        cfg.ceiling_batch_sizes, cfg.ceiling_seconds, cfg.photo_count = (1, 8), 1.0, 4
+        cfg.max_batch_size, cfg.litserve_workers = 8, 1
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving.gpu", description=__doc__)
+    parser.add_argument("--dry-run", action="store_true", help="tiny cells: proves the path works")
+    parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTO_DIR)
+    parser.add_argument("--out", type=Path, default=None, help="default: $OUT/serving-gpu")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if not args.dry_run and not torch.cuda.is_available():
+        print(
+            "benchmarks.serving.gpu: no CUDA device here; use --dry-run to test the script on CPU",
+            file=sys.stderr,
+        )
+        return 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cfg = gpu_config(args.out or default_out(), cores or 1, args.dry_run, args.photos)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (dry run)"
+    print(f"serving benchmark on {device}, {cores} host cores -> {cfg.out}", file=sys.stderr)
+
+    from benchmarks.serving.runner import run
+
+    command = "python -m benchmarks.serving.gpu" + (" --dry-run" if args.dry_run else "")
+    try:
+        results = run(cfg, command=command, device_name=device)
+    except (LoadGeneratorMissing, PhotosMissing) as exc:
+        print(f"benchmarks.serving.gpu: cannot run: {exc}", file=sys.stderr)
+        return 2
+    print((cfg.out / "results.md").read_text())
+    print(f"took {results['meta']['wall_s']:.0f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
