@@ -27,7 +27,6 @@ from tqdm import tqdm
 from model.checkpoint import CheckpointMetadata, save_checkpoint
 from model.inference import resolve_device, resolve_precision
 from model.preprocessing import PreprocessSpec
-from training.augment import field_photo_augmentation
 from training.data import LabelledData, load_groups, load_labelled_data
 from training.errors import DataError, TrainingError, list_offenders
 from training.images import CachedImages, FullDecodeImages, cached_decode, decode_images
@@ -51,13 +50,13 @@ class FitConfig:
     arch: str = "resnet18"
     weights: str = "imagenet"  # "imagenet", "none" or a path to a state dict
     image_size: int = 160
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     schedule: str = "cosine"
-    patience: int = 4  # epochs without a better validation ROC AUC before stopping
+    patience: int = 3  # epochs without a better validation ROC AUC before stopping
     seed: int = 0
     val_fraction: float = 0.2
     folds: int = 1  # > 1: k-fold cross-validation (see training.cv)
@@ -153,7 +152,7 @@ def train_split(
     model = model.to(device, memory_format=torch.channels_last)
 
     labels = np.asarray(data.labels)
-    train_set = _train_dataset(prepared, train_idx, config)
+    train_set = train_dataset(prepared, train_idx)
     steps = max(1, len(train_set) // config.batch_size if len(train_set) > config.batch_size else 1)
     optimizer = build_optimizer(model, config.lr, config.weight_decay)
     schedule = build_schedule(optimizer, steps * config.epochs,
@@ -182,13 +181,7 @@ def train_split(
     for epoch in range(progress["epoch"] + 1, config.epochs + 1):
         if progress["stale"] >= config.patience:
             break
-        torch.manual_seed(config.seed * 1000 + epoch)  # augmentation, reproducible on resume
-        loader = DataLoader(
-            train_set, batch_size=config.batch_size, shuffle=True,
-            generator=torch.Generator().manual_seed(config.seed * 1000 + epoch),
-            num_workers=config.workers, drop_last=len(train_set) > config.batch_size,
-            pin_memory=device.type == "cuda",
-        )
+        loader = epoch_loader(train_set, config, epoch, device)
         stats = train_one_epoch(model, loader, optimizer, schedule, device=device,
                                 precision=precision, spec=spec, scaler=scaler,
                                 desc=f"{tag}epoch {epoch}/{config.epochs}")
@@ -239,13 +232,27 @@ def train_split(
     return result
 
 
-def _train_dataset(prepared: PreparedData, idx: np.ndarray, config: FitConfig):
+def epoch_loader(train_set, config: FitConfig, epoch: int, device: torch.device) -> DataLoader:
+    """This epoch's shuffled batches; order and augmentation are seeded by (seed, epoch)."""
+    torch.manual_seed(config.seed * 1000 + epoch)  # augmentation, reproducible on resume
+    return DataLoader(
+        train_set, batch_size=config.batch_size, shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed * 1000 + epoch),
+        # Batches from the cache are slices of one in-memory tensor: worker processes would
+        # only add IPC, so they serve the no-cache path (and the one-off decode) alone.
+        num_workers=0 if isinstance(train_set, CachedImages) else config.workers,
+        drop_last=len(train_set) > config.batch_size,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def train_dataset(prepared: PreparedData, idx: np.ndarray) -> CachedImages | FullDecodeImages:
+    """Training items from the decode cache, or decoded from full-size files when there is none."""
     labels = [prepared.data.samples[i].label for i in idx]
-    augment = field_photo_augmentation(config.image_size)
     if prepared.images is None:
         paths = [prepared.data.samples[i].path for i in idx]
-        return FullDecodeImages(paths, labels, prepared.spec, augment)
-    return CachedImages(prepared.images[torch.as_tensor(idx)], labels, augment)
+        return FullDecodeImages(paths, labels, prepared.spec)
+    return CachedImages(prepared.images[torch.as_tensor(idx)], labels)
 
 
 def _validation_images(prepared: PreparedData, idx: np.ndarray, threads: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ The cache decodes every photo once through :func:`model.preprocessing.prepare_in
 function the service uses, which decodes JPEGs at reduced scale (Pillow ``draft``) — and keeps the
 resized uint8 images in memory (``S x S x 3`` bytes each: 645 photos at 160 px are 50 MB), or on
 disk as one ``.npy`` file keyed by the data fingerprint so the next run skips decoding entirely.
-Augmentation then works on those small tensors every epoch instead of on full-size photos.
+Augmentation (``training.augment``) then works on those small tensors, a batch at a time.
 """
 
 from __future__ import annotations
@@ -82,29 +82,27 @@ def _cache_key(paths: list[Path], spec: PreprocessSpec) -> str:
 
 
 class CachedImages(Dataset):
-    """Items ``(augmented uint8 image, label)`` drawn from the in-memory decode cache."""
+    """Items ``(uint8 image, label)`` from the in-memory decode cache (augmented per batch)."""
 
-    def __init__(self, images: torch.Tensor, labels: list[int], transform=None) -> None:
-        self.images, self.labels, self.transform = images, torch.tensor(labels), transform
+    def __init__(self, images: torch.Tensor, labels: list[int]) -> None:
+        self.images, self.labels = images, torch.tensor(labels)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img = self.images[i]
-        return (self.transform(img) if self.transform else img), self.labels[i]
+        return self.images[i], self.labels[i]
 
 
 class FullDecodeImages(Dataset):
     """The plain baseline: decode each full-size photo again every epoch (no draft, no cache)."""
 
-    def __init__(self, paths: list[Path], labels: list[int], spec: PreprocessSpec, transform=None):
-        self.paths, self.labels = paths, torch.tensor(labels)
-        self.spec, self.transform = spec, transform
+    def __init__(self, paths: list[Path], labels: list[int], spec: PreprocessSpec) -> None:
+        self.paths, self.labels, self.spec = paths, torch.tensor(labels), spec
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img = image_to_tensor(resize_for_model(decode_image(self.paths[i]), self.spec.input_size))
-        return (self.transform(img) if self.transform else img), self.labels[i]
+        img = decode_image(self.paths[i])  # no min_size: the full-size decode, every time
+        return image_to_tensor(resize_for_model(img, self.spec.input_size)), self.labels[i]

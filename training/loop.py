@@ -22,6 +22,7 @@ from tqdm import tqdm
 from model.checkpoint import CheckpointMetadata
 from model.inference import Classifier, autocast_context
 from model.preprocessing import PreprocessSpec, normalize_batch
+from training.augment import augment_batch
 
 
 @dataclass
@@ -56,7 +57,7 @@ def train_one_epoch(
     for images, labels in bar:
         loaded = time.perf_counter()
         data_s += loaded - tick
-        x = normalize_batch(images.to(device, non_blocking=True), spec)
+        x = normalize_batch(augment_batch(images.to(device, non_blocking=True)), spec)
         x = x.contiguous(memory_format=torch.channels_last)
         y = labels.to(device, non_blocking=True)
         with autocast_context(device, precision):
