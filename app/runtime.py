@@ -89,7 +89,9 @@ class ServiceRuntime:
             on_batch=self.metrics.observe_batch,
         )
         self.metrics.track_queue_depth(lambda: self.batcher.queue_depth if self.batcher else 0)
-        self.decode_pool = ThreadPoolExecutor(s.resolved_decode_threads, "decode")
+        self.decode_pool = ThreadPoolExecutor(
+            s.resolved_decode_threads, "decode", initializer=_single_threaded_torch
+        )
         self.pipeline = PredictionPipeline(
             classifier, self.batcher, self.decode_pool, self.metrics, s.max_image_pixels
         )
@@ -109,8 +111,8 @@ class ServiceRuntime:
     def _setup_inference_thread(self) -> None:
         """Runs on the inference thread before it takes work."""
         # torch's intra-op thread count is per calling thread under OpenMP: set it where the
-        # model runs. One pool of `torch_threads` threads, no oversubscription.
-        torch.set_num_threads(self.settings.resolved_torch_threads)
+        # model runs.
+        _set_torch_threads(self.settings.resolved_torch_threads)
         assert self.classifier is not None
         self.classifier.warm_up(warmup_batch_sizes(self.settings.max_batch_size))
         if self.classifier.device.type == "cuda":
@@ -124,6 +126,20 @@ class ServiceRuntime:
             await asyncio.to_thread(self.batcher.stop)
         if self.decode_pool is not None:
             self.decode_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _set_torch_threads(n: int) -> None:
+    """Set this thread's torch intra-op threads. Under OpenMP each calling thread has its own
+    team, initialised lazily on first use from a process-wide value that any other thread may
+    change; ``get_num_threads`` forces that lazy init first so our value is the one that sticks."""
+    torch.get_num_threads()
+    torch.set_num_threads(n)
+
+
+def _single_threaded_torch() -> None:
+    """Decode threads touch torch only for a small HWC->CHW copy: no OpenMP team of their own
+    competing with the inference thread's for the cores."""
+    _set_torch_threads(1)
 
 
 def _tiny_jpeg() -> bytes:
