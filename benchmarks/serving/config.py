@@ -34,6 +34,7 @@ class RunConfig:
     batch_wait_ms: float | None = None
     service_env: dict[str, str] = field(default_factory=dict)  # extra INVASIVE_* for ours
     litserve_workers: int = 0  # 0: one per core, as LitServe's docs advise for CPU
+    max_cell_s: float = 45.0  # slow servers get longer cells, up to this (see cell_duration)
     request_timeout_s: float = 60.0
     ready_timeout_s: float = 300.0
 
@@ -45,6 +46,18 @@ class RunConfig:
             size = default_size if size is None else size
             wait = default_wait if wait is None else wait
         return size, wait
+
+    def cell_duration(self, concurrency: int, lone_latency_s: float | None) -> float:
+        """Seconds to measure a cell: long enough for a slow server to finish several rounds.
+
+        A server that handles one request at a time answers ``concurrency`` requests per
+        ``concurrency * lone latency``; wrk only counts answers that arrive before it stops, so
+        a cell shorter than a few such rounds under-counts (or counts nothing at all).
+        """
+        if lone_latency_s is None:
+            return self.duration_s
+        needed = 3 * concurrency * lone_latency_s
+        return max(self.duration_s, min(self.max_cell_s, needed))
 
     def litserve_worker_count(self) -> int:
         return self.litserve_workers or os.cpu_count() or 1

@@ -30,7 +30,7 @@ class LoadResult:
     duration_s: float
     requests: int
     errors: dict[str, int]
-    latency_ms: dict[str, float]
+    latency_ms: dict[str, float | None]  # None when no request was answered in the window
     client_cpu_s: float  # user+system CPU that wrk itself used during the measured window
 
     @property
@@ -63,17 +63,15 @@ def parse_wrk_output(stdout: str, concurrency: int, client_cpu_s: float = 0.0) -
     else:
         raise RuntimeError(f"wrk printed no {JSON_PREFIX.strip()} line; its output was:\n{stdout}")
     lat = raw["latency_us"]
+    answered = int(raw["requests"]) > 0
     return LoadResult(
         concurrency=concurrency,
         duration_s=raw["duration_us"] / 1e6,
         requests=int(raw["requests"]),
         errors={k: int(v) for k, v in raw["errors"].items()},
         latency_ms={
-            "p50_ms": lat["p50"] / 1000.0,
-            "p95_ms": lat["p95"] / 1000.0,
-            "p99_ms": lat["p99"] / 1000.0,
-            "mean_ms": lat["mean"] / 1000.0,
-            "max_ms": lat["max"] / 1000.0,
+            f"{key}_ms": lat[key] / 1000.0 if answered else None
+            for key in ("p50", "p95", "p99", "mean", "max")
         },
         client_cpu_s=client_cpu_s,
     )

@@ -114,52 +114,80 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def render_markdown(results: dict, targets: list[Target]) -> str:
-    cfg = results["config"]
+NOISY_BACKGROUND_CORES = 0.25  # other processes busier than this during a cell: figures are off
+
+
+def _header(results: dict) -> list[str]:
+    cfg, meta = results["config"], results["meta"]
     lines = [
-        f"Serving benchmark, {results['meta']['date']} on {results['meta']['machine']}.",
-        f"Command: `{results['meta']['command']}`  ",
+        f"Serving benchmark, {meta['date']} on {meta['machine']}.",
+        f"Command: `{meta['command']}`  ",
         f"Checkpoint: {results['checkpoint']['arch']} at {results['checkpoint']['input_size']}px, "
-        f"{cfg['duration_s']:g}s per cell after {cfg['warmup_s']:g}s warm-up, "
-        f"wrk with 1 thread. CPU columns are average cores busy (2.00 = both cores of a 2-core "
-        f"box); client = wrk plus this harness.",
+        f"{cfg['duration_s']:g}s per cell (longer for slow servers) after {cfg['warmup_s']:g}s "
+        f"warm-up; wrk with 1 thread. CPU columns are average cores busy (2.00 = both cores of "
+        f"a 2-core box): client = wrk + this harness, other = every other process on the machine.",
         "",
     ]
-    for payload in results["payloads"]:
-        name = payload["name"]
+    noisy = max(_background(results), default=0.0)
+    if noisy > NOISY_BACKGROUND_CORES:
         lines += [
-            f"### {name} ({payload['count']} photos, {payload['mean_bytes'] / 1e3:,.0f} kB each)",
+            f"**Warning: the machine was not quiet** (other processes used up to {noisy:.2f} "
+            f"cores during a measurement): these figures are not comparable; rerun when idle.",
             "",
-            "| server | c | img/s | p50 ms | p95 ms | p99 ms | errors | server CPU | "
-            "peak RSS MB | client CPU |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        ceiling = results.get("ceiling", {}).get(name)
-        if ceiling:
-            single = ceiling.get("single_image_latency") or {}
+    return lines
+
+
+def _background(results: dict) -> list[float]:
+    values = [c.get("background_cpu_cores", 0.0) for c in results.get("ceiling", {}).values()]
+    for data in results.get("servers", {}).values():
+        values += [c.get("background_cpu_cores", 0.0) for c in data.get("cells", [])]
+    return values
+
+
+def _payload_table(results: dict, payload: dict) -> list[str]:
+    name = payload["name"]
+    lines = [
+        f"### {name} ({payload['count']} photos, {payload['mean_bytes'] / 1e3:,.0f} kB each)",
+        "",
+        "| server | c | img/s | p50 ms | p95 ms | p99 ms | errors | server CPU | peak RSS MB "
+        "| client CPU | other CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ceiling = results.get("ceiling", {}).get(name)
+    if ceiling:
+        single = ceiling.get("single_image_latency") or {}
+        lines.append(
+            f"| ceiling (in-process, batch {ceiling['best_batch_size']}; latency at batch 1) "
+            f"| - | {_fmt(ceiling['images_per_s'])} | {_fmt(single.get('p50_ms'))} "
+            f"| {_fmt(single.get('p95_ms'))} | {_fmt(single.get('p99_ms'))} | - | - | - | - "
+            f"| {_fmt(ceiling.get('background_cpu_cores'), 2)} |"
+        )
+    for server, data in results.get("servers", {}).items():
+        if data.get("error"):
             lines.append(
-                f"| ceiling (in-process, batch {ceiling['best_batch_size']}; latency at batch 1) "
-                f"| - | {_fmt(ceiling['images_per_s'])} | {_fmt(single.get('p50_ms'))} "
-                f"| {_fmt(single.get('p95_ms'))} | {_fmt(single.get('p99_ms'))} | - | - | - | - |"
+                f"| {server} | - | failed: {data['error'].splitlines()[0]} | | | | | | | | |"
             )
-        for server, data in results.get("servers", {}).items():
-            if data.get("error"):
-                lines.append(
-                    f"| {server} | - | failed: {data['error'].splitlines()[0]} | | | | | | | |"
-                )
+            continue
+        for cell in data.get("cells", []):
+            if cell["payload"] != name:
                 continue
-            for cell in data.get("cells", []):
-                if cell["payload"] != name:
-                    continue
-                lat = cell["latency_ms"]
-                lines.append(
-                    f"| {server} | {cell['concurrency']} | {_fmt(cell['images_per_s'])} "
-                    f"| {_fmt(lat['p50_ms'])} | {_fmt(lat['p95_ms'])} | {_fmt(lat['p99_ms'])} "
-                    f"| {cell['error_count']} | {_fmt(cell['server_cpu_cores'], 2)} "
-                    f"| {_fmt(cell['peak_rss_mb'], 0)} "
-                    f"| {_fmt(cell['client_cpu_cores'] + cell.get('harness_cpu_cores', 0.0), 2)} |"
-                )
-        lines.append("")
+            lat = cell["latency_ms"]
+            client = cell["client_cpu_cores"] + cell.get("harness_cpu_cores", 0.0)
+            lines.append(
+                f"| {server} | {cell['concurrency']} | {_fmt(cell['images_per_s'])} "
+                f"| {_fmt(lat['p50_ms'])} | {_fmt(lat['p95_ms'])} | {_fmt(lat['p99_ms'])} "
+                f"| {cell['error_count']} | {_fmt(cell['server_cpu_cores'], 2)} "
+                f"| {_fmt(cell['peak_rss_mb'], 0)} | {_fmt(client, 2)} "
+                f"| {_fmt(cell.get('background_cpu_cores'), 2)} |"
+            )
+    return [*lines, ""]
+
+
+def render_markdown(results: dict, targets: list[Target]) -> str:
+    lines = _header(results)
+    for payload in results["payloads"]:
+        lines += _payload_table(results, payload)
     lines += [
         "### Cold start (process start to ready)",
         "",
@@ -208,7 +236,10 @@ def plot_results(results: dict, path: Path) -> Path:
             cells = [find_cell(results, server, payload, c) for c in concurrencies]
             top.bar(xs, [c["images_per_s"] if c else 0 for c in cells], width, label=server)
             bottom.bar(
-                xs, [c["latency_ms"]["p99_ms"] if c else 0 for c in cells], width, label=server
+                xs,
+                [(c["latency_ms"]["p99_ms"] or 0) if c else 0 for c in cells],
+                width,
+                label=server,
             )
         ceiling = results.get("ceiling", {}).get(payload)
         if ceiling:

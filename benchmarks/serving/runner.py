@@ -35,6 +35,7 @@ from benchmarks.serving.servers import (
     ServerSpec,
     free_port,
     idle_cpu_cores,
+    machine_busy_seconds,
     python_module_argv,
     wait_until_idle,
 )
@@ -113,6 +114,55 @@ def _port(spec: ServerSpec) -> int:
     return spec.port
 
 
+def measure_cell(
+    server: RunningServer,
+    idle_cores: float,
+    payload: PayloadSet,
+    concurrency: int,
+    duration_s: float,
+    cfg: RunConfig,
+) -> dict:
+    """Warm up, let the server settle, measure one (payload, concurrency) cell."""
+    pid = server.proc.pid
+    args = (
+        server.spec.url(server.spec.predict_path),
+        payload.body_dir,
+        payload.count,
+        payload.content_type,
+        concurrency,
+    )
+    if cfg.warmup_s > 0:
+        run_wrk(*args, duration_s=cfg.warmup_s, timeout_s=cfg.request_timeout_s)
+    settle_s = wait_until_idle(pid, idle_cores)
+    harness_cpu0 = _own_cpu_seconds()
+    with ResourceMonitor(pid) as monitor:
+        load = run_wrk(*args, duration_s=duration_s, timeout_s=cfg.request_timeout_s)
+    server_cores = monitor.cpu_cores
+    client_cores = load.client_cpu_s / monitor.wall_s
+    # this process while it waits on wrk: the psutil sampling thread, mostly
+    harness_cores = (_own_cpu_seconds() - harness_cpu0) / monitor.wall_s
+    machine_cores = monitor.machine_busy_s / monitor.wall_s
+    return {
+        "payload": payload.name,
+        "concurrency": concurrency,
+        "duration_s": load.duration_s,
+        "requests": load.requests,
+        "images_per_s": load.images_per_s,
+        "latency_ms": load.latency_ms,
+        "errors": load.errors,
+        "error_count": load.error_count,
+        "server_cpu_cores": server_cores,
+        "peak_rss_mb": monitor.peak_rss / 1e6,
+        "client_cpu_cores": client_cores,
+        "harness_cpu_cores": harness_cores,
+        # everything else the machine did meanwhile: other people's work shows up here
+        "background_cpu_cores": max(
+            0.0, machine_cores - server_cores - client_cores - harness_cores
+        ),
+        "settle_s": settle_s,
+    }
+
+
 def measure_server(
     spec: ServerSpec, payloads: list[PayloadSet], cfg: RunConfig, log_dir: Path
 ) -> dict:
@@ -126,39 +176,21 @@ def measure_server(
             f"{spec.name}: ready in {server.cold_start_s:.1f}s on port {spec.port}, "
             f"idle CPU {idle:.2f} cores"
         )
-        url = spec.url(spec.predict_path)
         for payload in payloads:
-            for concurrency in cfg.concurrency:
-                args = (url, payload.body_dir, payload.count, payload.content_type, concurrency)
-                if cfg.warmup_s > 0:
-                    run_wrk(*args, duration_s=cfg.warmup_s, timeout_s=cfg.request_timeout_s)
-                settle_s = wait_until_idle(server.proc.pid, idle)
-                harness_cpu0 = _own_cpu_seconds()
-                with ResourceMonitor(server.proc.pid) as monitor:
-                    load = run_wrk(
-                        *args, duration_s=cfg.duration_s, timeout_s=cfg.request_timeout_s
-                    )
-                cell = {
-                    "payload": payload.name,
-                    "concurrency": concurrency,
-                    "duration_s": load.duration_s,
-                    "requests": load.requests,
-                    "images_per_s": load.images_per_s,
-                    "latency_ms": load.latency_ms,
-                    "errors": load.errors,
-                    "error_count": load.error_count,
-                    "server_cpu_cores": monitor.cpu_cores,
-                    "peak_rss_mb": monitor.peak_rss / 1e6,
-                    "client_cpu_cores": load.client_cpu_s / monitor.wall_s,
-                    # this process while it waits on wrk: the psutil sampling thread, mostly
-                    "harness_cpu_cores": (_own_cpu_seconds() - harness_cpu0) / monitor.wall_s,
-                    "settle_s": settle_s,
-                }
+            lone_latency_s = None  # p50 at the lowest concurrency: sizes the slower cells
+            for concurrency in sorted(cfg.concurrency):
+                duration_s = cfg.cell_duration(concurrency, lone_latency_s)
+                cell = measure_cell(server, idle, payload, concurrency, duration_s, cfg)
                 result["cells"].append(cell)
+                lat = cell["latency_ms"]
+                if lone_latency_s is None and lat["p50_ms"] is not None:
+                    lone_latency_s = lat["p50_ms"] / 1000.0
                 _log(
                     f"{spec.name} {payload.name} c={concurrency}: "
-                    f"{cell['images_per_s']:.1f} img/s, p50 {load.latency_ms['p50_ms']:.0f} ms, "
-                    f"p99 {load.latency_ms['p99_ms']:.0f} ms, errors {load.error_count}"
+                    f"{cell['images_per_s']:.1f} img/s, p50 {_ms(lat['p50_ms'])}, "
+                    f"p99 {_ms(lat['p99_ms'])}, errors {cell['error_count']}, "
+                    f"{cell['duration_s']:.0f}s, background CPU "
+                    f"{cell['background_cpu_cores']:.2f}"
                 )
                 wait_until_idle(server.proc.pid, idle)
     except RuntimeError as exc:
@@ -217,6 +249,7 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
         ]
         results["ceiling"] = {}
         for payload in payloads:
+            busy0, own0, t0 = machine_busy_seconds(), _own_cpu_seconds(), time.monotonic()
             ceiling = measure_ceiling(
                 checkpoint,
                 payload.images,
@@ -225,6 +258,9 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
                 cfg.device,
                 cfg.precision,
             )
+            wall = time.monotonic() - t0
+            other = (machine_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)
+            ceiling["background_cpu_cores"] = max(0.0, other / wall)
             results["ceiling"][payload.name] = ceiling
             _log(
                 f"ceiling {payload.name}: {ceiling['images_per_s']:.1f} img/s at batch "
@@ -245,6 +281,10 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
     (cfg.out / "results.md").write_text(render_markdown(results, targets))
     plot_results(results, cfg.out / "results.png")
     return results
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
 
 
 def _own_cpu_seconds() -> float:

@@ -91,12 +91,14 @@ class ResourceMonitor:
 
     def __enter__(self) -> ResourceMonitor:
         self._cpu0 = tree_cpu_seconds(self.root)
+        self._machine0 = machine_busy_seconds()
         self._t0 = time.monotonic()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.cpu_s = tree_cpu_seconds(self.root) - self._cpu0
+        self.machine_busy_s = machine_busy_seconds() - self._machine0
         self.wall_s = time.monotonic() - self._t0
         self._stop.set()
         self._thread.join()
@@ -106,6 +108,18 @@ class ResourceMonitor:
     def cpu_cores(self) -> float:
         """Average cores busy: 2.0 means both cores of this machine flat out."""
         return self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all processes, all cores) since boot."""
+    t = psutil.cpu_times()
+    return (
+        sum(t)
+        - t.idle
+        - getattr(t, "iowait", 0.0)
+        - getattr(t, "guest", 0.0)
+        - getattr(t, "guest_nice", 0.0)
+    )
 
 
 class RunningServer:

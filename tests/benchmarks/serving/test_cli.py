@@ -54,3 +54,11 @@ def test_missing_wrk_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(loadgen.shutil, "which", lambda name: None)
     assert main(["run", "--out", str(tmp_path)]) == 2
     assert "wrk (the HTTP load generator) is not installed" in capsys.readouterr().err
+
+
+def test_slow_servers_get_cells_long_enough_for_several_rounds():
+    cfg = RunConfig(out=Path("."), duration_s=15.0, max_cell_s=45.0)
+    assert cfg.cell_duration(1, None) == 15.0  # nothing known yet
+    assert cfg.cell_duration(32, 0.02) == 15.0  # a fast server: the default
+    assert cfg.cell_duration(8, 1.0) == 24.0  # 3 rounds of 8 one-second requests
+    assert cfg.cell_duration(32, 1.0) == 45.0  # capped

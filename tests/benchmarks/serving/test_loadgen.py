@@ -66,3 +66,12 @@ def test_lua_script_reads_the_arguments_the_command_passes():
     lua = LUA_SCRIPT.read_text()
     assert "body_%03d.bin" in lua  # the names fixtures.write_payload_set writes
     assert "WRK_JSON" in lua and "percentile(99)" in lua
+
+
+def test_a_window_with_no_answer_has_no_latency_rather_than_zero():
+    stdout = WRK_STDOUT.replace('"requests": 500', '"requests": 0').replace(
+        '"status": 20', '"status": 0'
+    )
+    result = parse_wrk_output(stdout, concurrency=8)
+    assert result.images_per_s == 0.0
+    assert result.latency_ms["p50_ms"] is None and result.latency_ms["p99_ms"] is None

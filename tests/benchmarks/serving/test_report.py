@@ -119,3 +119,23 @@ def test_markdown_shows_a_failed_server(results):
 def test_chart_is_a_png(results, tmp_path):
     path = plot_results(results, tmp_path / "chart.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_cell_without_answers_shows_dashes_and_is_not_a_pass(results, tmp_path):
+    cell = results["servers"]["ours"]["cells"][1]
+    cell.update(images_per_s=0.0, requests=0)
+    cell["latency_ms"] = dict.fromkeys(cell["latency_ms"])
+    t = _verdicts(results)
+    assert t["c=32 p99 vs LitServe p99"].verdict == "n/a"
+    assert t["c=32 img/s vs ceiling"].verdict == "MISS"
+    md = render_markdown(results, evaluate_targets(results))
+    assert "| ours | 32 | 0.0 | - | - | - |" in md
+    plot_results(results, tmp_path / "chart.png")
+
+
+def test_a_busy_machine_is_flagged(results):
+    quiet = render_markdown(results, evaluate_targets(results))
+    assert "not quiet" not in quiet
+    results["servers"]["litserve"]["cells"][0]["background_cpu_cores"] = 0.8
+    noisy = render_markdown(results, evaluate_targets(results))
+    assert "**Warning: the machine was not quiet** (other processes used up to 0.80 cores" in noisy
