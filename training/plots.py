@@ -1,0 +1,73 @@
+"""PNG figures for evaluate and eda (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+
+def plot_roc(is_positive: np.ndarray, p_positive: np.ndarray, threshold: float, auc: float,
+             path: Path) -> Path:
+    fpr, tpr, thresholds = roc_curve(is_positive, p_positive)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, label=f"ROC AUC {auc:.4f}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    at = int(np.argmin(np.abs(thresholds - threshold)))
+    ax.scatter([fpr[at]], [tpr[at]], color="red", zorder=3, label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_confusion(confusion: dict[str, int], negative: str, positive: str, path: Path) -> Path:
+    matrix = np.array([[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]])
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(matrix, cmap="Blues")
+    for (r, c), value in np.ndenumerate(matrix):
+        ax.text(c, r, str(value), ha="center", va="center",
+                color="white" if value > matrix.max() / 2 else "black")
+    ax.set_xticks([0, 1], [negative, positive])
+    ax.set_yticks([0, 1], [negative, positive])
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    return _save(fig, path)
+
+
+def plot_training_curves(epochs: list[dict[str, Any]], path: Path) -> Path:
+    """Loss and validation ROC AUC per epoch, one line per fold when the log has several."""
+    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
+    folds = sorted({e.get("fold") for e in epochs}, key=lambda f: (f is None, f))
+    for fold in folds:
+        rows = [e for e in epochs if e.get("fold") == fold]
+        x = [e["epoch"] for e in rows]
+        tag = f" fold {fold}" if fold is not None else ""
+        ax_loss.plot(x, [e["train_loss"] for e in rows], label=f"train{tag}")
+        ax_loss.plot(x, [e["val_loss"] for e in rows], linestyle="--", label=f"val{tag}")
+        ax_auc.plot(x, [e["val_roc_auc"] for e in rows], label=f"val ROC AUC{tag}")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_auc.set(xlabel="epoch", ylabel="ROC AUC", title="validation ROC AUC")
+    for ax in (ax_loss, ax_auc):
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_class_balance(counts: dict[str, int], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(max(4, len(counts) * 1.2), 4))
+    bars = ax.bar(list(counts), list(counts.values()), color="tab:green")
+    ax.bar_label(bars)
+    ax.set(ylabel="images", title="class balance")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
