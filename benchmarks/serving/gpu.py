@@ -42,6 +42,7 @@ def gpu_config(
         photo_dir=photo_dir,
         ceiling_batch_sizes=(1, 16, 64, 128),
         ceiling_seconds=2.0,
+        ceiling_decode_threads=cores,
         max_batch_size=GPU_MAX_BATCH,
         service_env={"INVASIVE_DECODE_THREADS": str(cores), "INVASIVE_QUEUE_LIMIT": "1024"},
         litserve_workers=GPU_LITSERVE_WORKERS,

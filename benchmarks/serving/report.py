@@ -158,7 +158,8 @@ def _payload_table(results: dict, payload: dict) -> list[str]:
     if ceiling:
         single = ceiling.get("single_image_latency") or {}
         lines.append(
-            f"| ceiling (in-process, batch {ceiling['best_batch_size']}; latency at batch 1) "
+            f"| ceiling (in-process, batch {ceiling['best_batch_size']}{_threads(ceiling)}; "
+            f"latency at batch 1) "
             f"| - | {_fmt(ceiling['images_per_s'])} | {_fmt(single.get('p50_ms'))} "
             f"| {_fmt(single.get('p95_ms'))} | {_fmt(single.get('p99_ms'))} | - | - | - | - "
             f"| {_fmt(ceiling.get('background_cpu_cores'), 2)} |"
@@ -182,6 +183,11 @@ def _payload_table(results: dict, payload: dict) -> list[str]:
                 f"| {_fmt(cell.get('background_cpu_cores'), 2)} |"
             )
     return [*lines, ""]
+
+
+def _threads(ceiling: dict) -> str:
+    n = ceiling.get("decode_threads", 1)
+    return f", {n} decode threads" if n > 1 else ""
 
 
 def render_markdown(results: dict, targets: list[Target]) -> str:

@@ -257,6 +257,7 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
                 cfg.ceiling_seconds,
                 cfg.device,
                 cfg.precision,
+                cfg.ceiling_decode_threads,
             )
             wall = time.monotonic() - t0
             other = (machine_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)

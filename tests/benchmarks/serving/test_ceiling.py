@@ -1,0 +1,33 @@
+import io
+
+import pytest
+from PIL import Image
+
+from benchmarks.serving.ceiling import measure_ceiling
+from benchmarks.serving.fixtures import build_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    ckpt = build_checkpoint(tmp_path_factory.mktemp("c") / "c.safetensors", "resnet18", 32)
+    images = []
+    for i in range(3):
+        out = io.BytesIO()
+        Image.new("RGB", (64, 48), (60 * i, 100, 30)).save(out, format="JPEG")
+        images.append(out.getvalue())
+    return ckpt, images
+
+
+@pytest.mark.parametrize("decode_threads", [1, 2])
+def test_ceiling_reports_every_batch_size_and_picks_the_fastest(tiny, decode_threads):
+    ckpt, images = tiny
+    result = measure_ceiling(ckpt, images, (1, 4), 0.05, "cpu", "fp32", decode_threads)
+    rows = result["by_batch_size"]
+    assert [r["batch_size"] for r in rows] == [1, 4]
+    assert all(r["images"] >= 3 * r["batch_size"] for r in rows)  # at least 3 batches each
+    assert result["images_per_s"] == max(r["images_per_s"] for r in rows)
+    assert result["best_batch_size"] in (1, 4)
+    single = result["single_image_latency"]
+    assert 0 < single["p50_ms"] <= single["p99_ms"]
+    assert result["decode_threads"] == decode_threads
+    assert result["precision"] == "fp32"
