@@ -120,7 +120,8 @@ NOISY_BACKGROUND_CORES = 0.25  # other processes busier than this during a cell:
 def _header(results: dict) -> list[str]:
     cfg, meta = results["config"], results["meta"]
     lines = [
-        f"Serving benchmark, {meta['date']} on {meta['machine']}.",
+        f"Serving benchmark, {meta['date']} on {meta['machine']}, "
+        f"revision {meta.get('revision', 'unknown')}.",
         f"Command: `{meta['command']}`  ",
         f"Checkpoint: {results['checkpoint']['arch']} at {results['checkpoint']['input_size']}px, "
         f"{cfg['duration_s']:g}s per cell (longer for slow servers) after {cfg['warmup_s']:g}s "

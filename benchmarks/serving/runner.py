@@ -8,6 +8,7 @@ import os
 import platform
 import resource
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from benchmarks.serving.report import (
     targets_as_json,
 )
 from benchmarks.serving.servers import (
+    REPO_ROOT,
     ResourceMonitor,
     RunningServer,
     ServerSpec,
@@ -226,6 +228,8 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine_description() + (f", {device_name}" if device_name else ""),
             "torch": torch.__version__,
+            "revision": source_revision(),
+            "load_average_at_start": list(os.getloadavg()),
             "command": command or "python -m benchmarks.serving " + shlex.join(sys.argv[1:]),
         },
         "config": {
@@ -247,26 +251,7 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
         results["payloads"] = [
             {"name": p.name, "count": p.count, "mean_bytes": p.mean_bytes} for p in payloads
         ]
-        results["ceiling"] = {}
-        for payload in payloads:
-            busy0, own0, t0 = machine_busy_seconds(), _own_cpu_seconds(), time.monotonic()
-            ceiling = measure_ceiling(
-                checkpoint,
-                payload.images,
-                cfg.ceiling_batch_sizes,
-                cfg.ceiling_seconds,
-                cfg.device,
-                cfg.precision,
-                cfg.ceiling_decode_threads,
-            )
-            wall = time.monotonic() - t0
-            other = (machine_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)
-            ceiling["background_cpu_cores"] = max(0.0, other / wall)
-            results["ceiling"][payload.name] = ceiling
-            _log(
-                f"ceiling {payload.name}: {ceiling['images_per_s']:.1f} img/s at batch "
-                f"{ceiling['best_batch_size']} ({ceiling['precision']} on {ceiling['device']})"
-            )
+        results["ceiling"] = _measure_ceilings(cfg, checkpoint, payloads)
         for name in cfg.servers:
             try:
                 spec = server_spec(name, cfg, checkpoint)
@@ -282,6 +267,51 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
     (cfg.out / "results.md").write_text(render_markdown(results, targets))
     plot_results(results, cfg.out / "results.png")
     return results
+
+
+def _measure_ceilings(cfg: RunConfig, checkpoint: Path, payloads: list[PayloadSet]) -> dict:
+    ceilings = {}
+    for payload in payloads:
+        busy0, own0, t0 = machine_busy_seconds(), _own_cpu_seconds(), time.monotonic()
+        ceiling = measure_ceiling(
+            checkpoint,
+            payload.images,
+            cfg.ceiling_batch_sizes,
+            cfg.ceiling_seconds,
+            cfg.device,
+            cfg.precision,
+            cfg.ceiling_decode_threads,
+        )
+        wall = time.monotonic() - t0
+        other = (machine_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)
+        ceiling["background_cpu_cores"] = max(0.0, other / wall)
+        ceilings[payload.name] = ceiling
+        _log(
+            f"ceiling {payload.name}: {ceiling['images_per_s']:.1f} img/s at batch "
+            f"{ceiling['best_batch_size']} ({ceiling['precision']} on {ceiling['device']})"
+        )
+    return ceilings
+
+
+def source_revision() -> str:
+    """The commit measured, with "+dirty" when the working tree differs from it."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
 
 
 def _ms(value: float | None) -> str:
