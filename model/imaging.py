@@ -71,6 +71,10 @@ def _decode(stream, min_size: int | None, max_pixels: int) -> Image.Image:
             "the file is not an image in a supported format (JPEG, PNG, WebP, HEIC)",
             status=415,
         ) from None
+    except (OSError, SyntaxError, ValueError) as exc:  # recognised, but the header is cut short
+        raise ImageDecodeError(
+            "corrupt_image", f"the image could not be decoded ({exc})", status=422
+        ) from None
     if img.format not in SUPPORTED_FORMATS:
         raise ImageDecodeError(
             "unsupported_media_type", f"image format {img.format} is not supported", status=415
