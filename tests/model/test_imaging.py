@@ -1,0 +1,75 @@
+"""Decoding: every Pillow mode to RGB, EXIF rotation, pixel limit, bad input codes, draft."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.imaging import ImageDecodeError, decode_image
+
+
+def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "colour"),
+    [
+        ("RGB", "PNG", (10, 200, 30)),
+        ("L", "PNG", 128),
+        ("RGBA", "PNG", (255, 0, 0, 255)),
+        ("LA", "PNG", (60, 255)),
+        ("P", "PNG", 3),
+        ("CMYK", "JPEG", (0, 255, 255, 0)),
+        ("I;16", "PNG", 65535),
+    ],
+)
+def test_every_mode_becomes_8bit_rgb(mode, fmt, colour):
+    img = decode_image(encode(Image.new(mode, (20, 10), colour), fmt))
+    assert img.mode == "RGB" and img.size == (20, 10)
+    assert np.asarray(img).dtype == np.uint8
+
+
+def test_transparency_becomes_white_and_16bit_scales():
+    clear = decode_image(encode(Image.new("RGBA", (4, 4), (255, 0, 0, 0)), "PNG"))
+    assert clear.getpixel((0, 0)) == (255, 255, 255)
+    white16 = decode_image(encode(Image.new("I;16", (4, 4), 65535), "PNG"))
+    assert white16.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    upright = decode_image(encode(img, "JPEG", exif=exif.tobytes()))
+    assert upright.size == (20, 40)
+
+
+def test_pixel_limit_and_bad_inputs_have_stable_codes():
+    big = encode(Image.new("RGB", (300, 200)), "PNG")
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(big, max_pixels=50_000)
+    assert err.value.code == "image_too_large" and err.value.status == 413
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(b"")
+    assert err.value.code == "empty_file"
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(b"%PDF-1.4 not an image")
+    assert err.value.code == "unsupported_media_type" and err.value.status == 415
+    truncated = encode(Image.new("RGB", (64, 64), (9, 9, 9)), "JPEG")[:200]
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(truncated)
+    assert err.value.code == "corrupt_image"
+
+
+def test_draft_decodes_large_jpegs_at_reduced_scale_but_never_below_min_size():
+    photo = encode(Image.new("RGB", (800, 600), (40, 120, 40)), "JPEG")
+    assert decode_image(photo).size == (800, 600)
+    reduced = decode_image(photo, min_size=160)
+    assert reduced.size in ((400, 300), (200, 150)) or min(reduced.size) >= 160
+    assert min(reduced.size) >= 150 and reduced.size[0] < 800

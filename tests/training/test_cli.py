@@ -1,0 +1,89 @@
+"""The invasive-train commands as a user runs them: predict CSV, evaluate, eda, fit, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from model.checkpoint import read_metadata
+from training.cli import main
+from training.predict import natural_key
+
+
+def test_predict_writes_a_kaggle_submission(demo_checkpoint, kaggle_data, tmp_path, capsys):
+    images = kaggle_data / "train"
+    (images / "100.jpg").write_bytes((images / "1.jpg").read_bytes())
+    out = tmp_path / "sub" / "submission.csv"
+    code = main(["predict", "--checkpoint", str(demo_checkpoint), "--images", str(images),
+                 "--output", str(out), "--tta", "--workers", "1"])
+    assert code == 0
+    text = out.read_text()
+    assert text.startswith("name,invasive\r\n") or text.startswith("name,invasive\n")
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 17
+    names = [r["name"] for r in rows]
+    assert names == sorted(names, key=natural_key) and names[:3] == ["1", "2", "3"]
+    assert all(0.0 <= float(r["invasive"]) <= 1.0 for r in rows)
+    assert "wrote 17 predictions" in capsys.readouterr().out
+
+
+def test_predict_unreadable_image_is_an_error_unless_skipped(demo_checkpoint, kaggle_data,
+                                                            tmp_path, capsys):
+    (kaggle_data / "train" / "4.jpg").write_bytes(b"garbage")
+    args = ["predict", "--checkpoint", str(demo_checkpoint), "--images",
+            str(kaggle_data / "train"), "--output", str(tmp_path / "s.csv")]
+    assert main(args) == 2
+    assert "unreadable images (1): 4.jpg" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
+    assert main([*args, "--skip-bad"]) == 0
+    assert len(list(csv.DictReader((tmp_path / "s.csv").open()))) == 15
+
+
+def test_evaluate_writes_metrics_and_plots(demo_checkpoint, kaggle_data, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(demo_checkpoint), "--data", str(kaggle_data),
+                 "--output", str(out), "--workers", "1"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["count"] == 16
+    assert report["threshold"] == pytest.approx(read_metadata(demo_checkpoint).threshold)
+    assert sum(report["confusion"].values()) == 16
+    assert 0.0 <= report["roc_auc"] <= 1.0
+    for png in ("roc.png", "confusion_matrix.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_then_evaluate_draws_training_curves(kaggle_data, tmp_path, capsys):
+    ckpt = tmp_path / "m.safetensors"
+    assert main(["fit", "--data", str(kaggle_data), "--output", str(ckpt), "--weights", "none",
+                 "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--workers", "0",
+                 "--val-fraction", "0.25"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("{\n"):])
+    assert summary["epochs_run"] == 1 and summary["checkpoint"] == str(ckpt)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(kaggle_data), "--output",
+                 str(out), "--workers", "0"]) == 0
+    assert (out / "training_curves.png").is_file()
+    assert json.loads((out / "metrics.json").read_text())["same_data_as_training"] is True
+
+
+def test_eda_summarises_classes_and_sizes(folder_data, tmp_path):
+    out = tmp_path / "eda"
+    assert main(["eda", "--data", str(folder_data), "--output", str(out)]) == 0
+    summary = json.loads((out / "eda.json").read_text())
+    assert summary["classes"] == {"invasive": 8, "not_invasive": 8}
+    assert summary["width"] == {"min": 48, "median": 48, "max": 48}
+    assert summary["formats"] == {"JPEG": 16}
+    assert (out / "class_balance.png").is_file()
+
+
+def test_bad_data_exits_2_with_the_message(kaggle_data, tmp_path, capsys):
+    (kaggle_data / "train_labels.csv").write_text("name,invasive\n1,0\n2,5\n")
+    code = main(["fit", "--data", str(kaggle_data), "--output", str(tmp_path / "m.safetensors"),
+                 "--weights", "none"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad labels (1): '2'='5'" in err
+    assert "Traceback" not in err
