@@ -6,6 +6,7 @@ and exits with status 2 before uvicorn starts, so the operator sees the cause, n
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
@@ -38,7 +39,24 @@ def preflight(settings: Settings) -> str | None:
     return None
 
 
+def settings_help() -> str:
+    """Every INVASIVE_* variable with its default and meaning, for ``--help``."""
+    lines = ["settings (environment variables):"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default
+        lines.append(f"  INVASIVE_{name.upper():<20} default {default!s:<26} {field.description}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="invasive-api",
+        description="Serve the invasive-species classifier over HTTP (FastAPI + uvicorn). "
+        "Configured by environment variables only.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -105,3 +105,15 @@ def test_console_script_serves_real_http(service_checkpoint):
     # uvicorn shuts down gracefully, then re-raises the signal it caught (SIGTERM).
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
+
+
+def test_help_lists_every_setting(capsys):
+    from app.__main__ import main
+    from app.config import Settings
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in Settings.model_fields:
+        assert f"INVASIVE_{name.upper()}" in out
