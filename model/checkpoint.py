@@ -109,6 +109,12 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     payload = save_safetensors_bytes(state, metadata={METADATA_KEY: metadata.model_dump_json()})
+    return write_atomically(path, payload)
+
+
+def write_atomically(path: Path, payload: bytes) -> Path:
+    """Write ``payload`` beside ``path``, fsync, rename over ``path``: all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as tmp:

@@ -7,11 +7,11 @@ the positive class. Rows are in natural order (2 before 10), as in Kaggle's samp
 from __future__ import annotations
 
 import csv
-import os
+import io
 import re
-import tempfile
 from pathlib import Path
 
+from model.checkpoint import write_atomically
 from model.inference import Classifier
 from training.data import IMAGE_SUFFIXES
 from training.errors import DataError, list_offenders
@@ -59,10 +59,8 @@ def predict_folder(
         print(list_offenders("left out unreadable images", names))
     pos = classifier.metadata.positive_index
     rows = [(p.stem, f"{probs[i, pos]:.6f}") for i, p in enumerate(paths) if i not in failures]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        csv.writer(f).writerows([("name", "invasive"), *rows])
-    os.replace(tmp, output)  # a half-written submission never replaces a good one
+    text = io.StringIO(newline="")
+    csv.writer(text, lineterminator="\n").writerows([("name", "invasive"), *rows])
+    write_atomically(output, text.getvalue().encode())  # never half a submission
     return {"output": str(output), "rows": len(rows), "skipped": len(failures),
             "model_id": classifier.model_id, "flip_tta": flip_tta}

@@ -8,13 +8,13 @@ accepts only tensors and plain containers, so a tampered file cannot run code.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from model.checkpoint import write_atomically
 from training.errors import TrainingError
 
 STATE_VERSION = 1
@@ -25,17 +25,9 @@ def state_path(checkpoint: Path) -> Path:
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"version": STATE_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save({"version": STATE_VERSION, **state}, buffer)
+    write_atomically(path, buffer.getvalue())
 
 
 def load_state(path: Path) -> dict[str, Any]:

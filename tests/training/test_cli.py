@@ -20,7 +20,7 @@ def test_predict_writes_a_kaggle_submission(demo_checkpoint, kaggle_data, tmp_pa
                  "--output", str(out), "--tta", "--workers", "1"])
     assert code == 0
     text = out.read_text()
-    assert text.startswith("name,invasive\r\n") or text.startswith("name,invasive\n")
+    assert text.startswith("name,invasive\n")
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 17
     names = [r["name"] for r in rows]
