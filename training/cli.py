@@ -33,14 +33,16 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="drop missing, duplicate, mislabelled and unreadable images, listing them")
     p.add_argument("--positive-class", default=None,
-                   help="the invasive class of a class-folders dataset (default: 'invasive')")
+                   help="the invasive class of a class-folders dataset; None: the folder named "
+                        "'invasive' or '1'")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="invasive-train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fit", help="train a checkpoint (or run k-fold cross-validation)")
+    f = sub.add_parser("fit", help="train a checkpoint (or run k-fold cross-validation)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_data_flags(f)
     f.add_argument("--output", type=Path, required=True,
                    help="checkpoint file to write (with --folds: a directory)")
@@ -48,17 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--weights", default=DEFAULTS.weights,
                    help="imagenet (torchvision download), none (from scratch), or PATH to a "
                         "state dict (.safetensors or torch.save)")
-    f.add_argument("--image-size", type=int, default=DEFAULTS.image_size)
-    f.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    f.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    f.add_argument("--image-size", type=int, default=DEFAULTS.image_size,
+                   help="model input side in pixels (stored in the checkpoint)")
+    f.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="at most this many")
+    f.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per step")
     f.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak AdamW learning rate")
-    f.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
-    f.add_argument("--warmup-epochs", type=float, default=DEFAULTS.warmup_epochs)
-    f.add_argument("--schedule", choices=["cosine", "onecycle"], default=DEFAULTS.schedule)
+    f.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
+                   help="AdamW decoupled weight decay (not on biases and norm layers)")
+    f.add_argument("--warmup-epochs", type=float, default=DEFAULTS.warmup_epochs,
+                   help="linear learning-rate warm-up")
+    f.add_argument("--schedule", choices=["cosine", "onecycle"], default=DEFAULTS.schedule,
+                   help="decay after warm-up")
     f.add_argument("--patience", type=int, default=DEFAULTS.patience,
                    help="stop after this many epochs without a better validation ROC AUC")
-    f.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    f.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction)
+    f.add_argument("--seed", type=int, default=DEFAULTS.seed, help="split, init and shuffling")
+    f.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
+                   help="share of images (whole groups) held out for validation")
     f.add_argument("--folds", type=int, default=DEFAULTS.folds,
                    help="> 1: k-fold cross-validation, reporting mean and sd of ROC AUC")
     f.add_argument("--group-column", default=None,
