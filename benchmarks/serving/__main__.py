@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -32,10 +33,22 @@ def _names(allowed: tuple[str, ...]):
 
 
 def _env_pair(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` for the service's environment: its INVASIVE_* settings, or a runtime knob
+    such as OMP_WAIT_POLICY."""
     key, sep, value = text.partition("=")
-    if not sep or not key.startswith("INVASIVE_"):
-        raise argparse.ArgumentTypeError(f"expected INVASIVE_NAME=VALUE, got {text!r}")
+    if not sep or not re.fullmatch(r"[A-Z][A-Z0-9_]*", key):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. INVASIVE_X=1), got {text!r}")
     return key, value
+
+
+def _variant(text: str) -> tuple[str, dict[str, str]]:
+    """``NAME:INVASIVE_A=1,INVASIVE_B=2`` -> (NAME, {INVASIVE_A: 1, INVASIVE_B: 2})."""
+    name, sep, settings = text.partition(":")  # NAME:OMP_WAIT_POLICY=PASSIVE works too
+    if not sep or not name or name in SERVERS or not settings:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME:INVASIVE_X=V[,INVASIVE_Y=W] with a new NAME, got {text!r}"
+        )
+    return name, dict(_env_pair(pair) for pair in settings.split(","))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,8 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_env_pair,
         action="append",
         default=[],
-        metavar="INVASIVE_X=V",
-        help="extra setting for our service (repeatable)",
+        metavar="NAME=V",
+        help="extra environment for our service: INVASIVE_* or e.g. OMP_WAIT_POLICY (repeatable)",
+    )
+    run.add_argument(
+        "--variant",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="NAME:VAR=V,...",
+        help="also measure our service with these settings, as server NAME (repeatable)",
     )
     run.add_argument("--litserve-workers", type=int, default=0, help="0: one per core")
     run.add_argument("--ceiling-batch-sizes", type=_ints, help="comma list (default 1,4,8,16,32)")
@@ -91,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         max_batch_size=args.max_batch_size,
         batch_wait_ms=args.batch_wait_ms,
         service_env=dict(args.service_env),
+        variants=dict(args.variant),
         litserve_workers=args.litserve_workers,
     )
     if args.quick:

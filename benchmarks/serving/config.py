@@ -34,10 +34,18 @@ class RunConfig:
     max_batch_size: int | None = None
     batch_wait_ms: float | None = None
     service_env: dict[str, str] = field(default_factory=dict)  # extra INVASIVE_* for ours
+    # name -> extra INVASIVE_* settings: our service again, measured right after "ours"
+    variants: dict[str, dict[str, str]] = field(default_factory=dict)
     litserve_workers: int = 0  # 0: one per core, as LitServe's docs advise for CPU
     max_cell_s: float = 45.0  # slow servers get longer cells, up to this (see cell_duration)
     request_timeout_s: float = 60.0
     ready_timeout_s: float = 300.0
+
+    def server_order(self) -> list[str]:
+        """``servers`` with each variant measured right after ``ours`` (or first without it)."""
+        order = [name for name in self.servers if name not in self.variants]
+        at = order.index("ours") + 1 if "ours" in order else 0
+        return order[:at] + list(self.variants) + order[at:]
 
     def batch_settings(self) -> tuple[int, float]:
         """(max batch size, max wait in ms) that every batching server gets."""
@@ -48,16 +56,17 @@ class RunConfig:
             wait = default_wait if wait is None else wait
         return size, wait
 
-    def cell_duration(self, concurrency: int, lone_latency_s: float | None) -> float:
+    def cell_duration(self, concurrency: int, per_request_s: float | None) -> float:
         """Seconds to measure a cell: long enough for a slow server to finish several rounds.
 
-        A server that handles one request at a time answers ``concurrency`` requests per
-        ``concurrency * lone latency``; wrk only counts answers that arrive before it stops, so
-        a cell shorter than a few such rounds under-counts (or counts nothing at all).
+        ``per_request_s``: seconds per answer measured at a lower concurrency. A server that
+        handles one request at a time answers ``concurrency`` requests per ``concurrency *
+        per_request_s``; wrk only counts answers that arrive before it stops, so a cell shorter
+        than a few such rounds under-counts (or counts nothing at all).
         """
-        if lone_latency_s is None:
+        if per_request_s is None:
             return self.duration_s
-        needed = 3 * concurrency * lone_latency_s
+        needed = 3 * concurrency * per_request_s
         return max(self.duration_s, min(self.max_cell_s, needed))
 
     def litserve_worker_count(self) -> int:

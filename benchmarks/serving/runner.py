@@ -49,7 +49,9 @@ class ServerUnavailable(RuntimeError):
 
 def server_spec(name: str, cfg: RunConfig, checkpoint: Path) -> ServerSpec:
     batch_size, wait_ms = cfg.batch_settings()
-    if name == "ours":
+    if name == "ours" or name in cfg.variants:
+        # A variant is our service again with extra settings, measured beside it in one run.
+        service_env = {**cfg.service_env, **cfg.variants.get(name, {})}
         script = Path(sys.executable).with_name("invasive-api")
         argv = [str(script)] if script.exists() else python_module_argv("app")
         env = {
@@ -60,11 +62,11 @@ def server_spec(name: str, cfg: RunConfig, checkpoint: Path) -> ServerSpec:
             "INVASIVE_PRECISION": cfg.precision,
             "INVASIVE_MAX_BATCH_SIZE": str(batch_size),
             "INVASIVE_MAX_BATCH_WAIT_MS": str(wait_ms),
-            **cfg.service_env,
+            **service_env,
         }
         spec = ServerSpec(name, argv, env, ready_path="/health/ready")
         spec.env["INVASIVE_PORT"] = str(_port(spec))
-        extra = " ".join(f"{k}={v}" for k, v in cfg.service_env.items())
+        extra = " ".join(f"{k}={v}" for k, v in service_env.items())
         spec.notes = f"invasive-api, batch {batch_size}, wait {wait_ms:g} ms {extra}".strip()
         return spec
     if name == "litserve":
@@ -179,14 +181,16 @@ def measure_server(
             f"idle CPU {idle:.2f} cores"
         )
         for payload in payloads:
-            lone_latency_s = None  # p50 at the lowest concurrency: sizes the slower cells
+            # seconds per answer at the lowest concurrency (p50 / c in a closed loop): sizes
+            # the cells after it, so a slow server gets long enough cells
+            per_request_s = None
             for concurrency in sorted(cfg.concurrency):
-                duration_s = cfg.cell_duration(concurrency, lone_latency_s)
+                duration_s = cfg.cell_duration(concurrency, per_request_s)
                 cell = measure_cell(server, idle, payload, concurrency, duration_s, cfg)
                 result["cells"].append(cell)
                 lat = cell["latency_ms"]
-                if lone_latency_s is None and lat["p50_ms"] is not None:
-                    lone_latency_s = lat["p50_ms"] / 1000.0
+                if per_request_s is None and lat["p50_ms"] is not None:
+                    per_request_s = lat["p50_ms"] / 1000.0 / concurrency
                 _log(
                     f"{spec.name} {payload.name} c={concurrency}: "
                     f"{cell['images_per_s']:.1f} img/s, p50 {_ms(lat['p50_ms'])}, "
@@ -252,7 +256,7 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
             {"name": p.name, "count": p.count, "mean_bytes": p.mean_bytes} for p in payloads
         ]
         results["ceiling"] = _measure_ceilings(cfg, checkpoint, payloads)
-        for name in cfg.servers:
+        for name in cfg.server_order():
             try:
                 spec = server_spec(name, cfg, checkpoint)
             except ServerUnavailable as exc:

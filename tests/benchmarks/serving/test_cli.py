@@ -29,7 +29,10 @@ def test_quick_is_short_and_explicit_flags_win():
 def test_service_env_and_bad_names_are_checked(capsys):
     cfg = _config("--service-env", "INVASIVE_DECODE_THREADS=1")
     assert cfg.service_env == {"INVASIVE_DECODE_THREADS": "1"}
-    for bad in (["--service-env", "DECODE=1"], ["--servers", "ours,triton"]):
+    assert _config("--service-env", "OMP_WAIT_POLICY=PASSIVE").service_env == {
+        "OMP_WAIT_POLICY": "PASSIVE"
+    }
+    for bad in (["--service-env", "decode=1"], ["--service-env", "X"], ["--servers", "a,b"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["run", *bad])
 
@@ -62,3 +65,32 @@ def test_slow_servers_get_cells_long_enough_for_several_rounds():
     assert cfg.cell_duration(32, 0.02) == 15.0  # a fast server: the default
     assert cfg.cell_duration(8, 1.0) == 24.0  # 3 rounds of 8 one-second requests
     assert cfg.cell_duration(32, 1.0) == 45.0  # capped
+
+
+def test_variants_run_our_service_again_with_extra_settings(tmp_path):
+    from benchmarks.serving.runner import server_spec
+
+    cfg = _config(
+        "--service-env",
+        "INVASIVE_QUEUE_LIMIT=512",
+        "--variant",
+        "ours-t1:INVASIVE_TORCH_THREADS=1,INVASIVE_DECODE_THREADS=1",
+        "--servers",
+        "naive,ours",
+    )
+    assert cfg.variants == {
+        "ours-t1": {"INVASIVE_TORCH_THREADS": "1", "INVASIVE_DECODE_THREADS": "1"}
+    }
+    assert cfg.server_order() == ["naive", "ours", "ours-t1"]
+    spec = server_spec("ours-t1", cfg, tmp_path / "c.safetensors")
+    assert spec.name == "ours-t1" and spec.ready_path == "/health/ready"
+    assert spec.env["INVASIVE_TORCH_THREADS"] == "1"
+    assert spec.env["INVASIVE_QUEUE_LIMIT"] == "512"  # the run-wide settings still apply
+    assert spec.env["INVASIVE_CHECKPOINT"] == str(tmp_path / "c.safetensors")
+    assert "INVASIVE_TORCH_THREADS" not in server_spec("ours", cfg, tmp_path / "c").env
+
+
+@pytest.mark.parametrize("bad", ["ours:INVASIVE_A=1", "t1", "t1:", "t1:a=1"])
+def test_bad_variants_are_refused(bad):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--variant", bad])
