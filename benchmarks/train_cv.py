@@ -70,19 +70,21 @@ def machine() -> dict:
     }
 
 
-def decode_cost(paths: list[Path], size: int, count: int = 48) -> dict:
-    """ms per photo: full-size decode + resize (plain loop) vs draft decode + resize (cache)."""
-    sample = paths[:count]
-    t = time.perf_counter()
-    for p in sample:
-        resize_for_model(decode_image(p), size)
-    full = (time.perf_counter() - t) / len(sample) * 1000
+def decode_cost(paths: list[Path], size: int, count: int = 48, reps: int = 3) -> dict:
+    """Median ms per photo, alternating photo by photo so background load hits both alike:
+    full-size decode + resize (the plain loop) vs draft decode + resize + tensor (the cache)."""
     spec = PreprocessSpec(input_size=size)
-    t = time.perf_counter()
-    for p in sample:
-        prepare_input(p, spec)
-    draft = (time.perf_counter() - t) / len(sample) * 1000
-    return {"full_decode_resize_ms": round(full, 2), "draft_decode_resize_ms": round(draft, 2)}
+    full, draft = [], []
+    for _ in range(reps):
+        for p in paths[:count]:
+            t = time.perf_counter()
+            resize_for_model(decode_image(p), size)
+            full.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            prepare_input(p, spec)
+            draft.append(time.perf_counter() - t)
+    return {"full_decode_resize_ms": round(statistics.median(full) * 1000, 2),
+            "draft_decode_resize_ms": round(statistics.median(draft) * 1000, 2)}
 
 
 def cache_speedup(config: FitConfig, epochs: int) -> dict:
@@ -159,6 +161,8 @@ def main() -> int:
     )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--speed-epochs", type=int, default=2)
+    parser.add_argument("--speed-workers", default="2",
+                        help="comma-separated --workers values to compare at (default: 2)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-cv", action="store_true")
     parser.add_argument("--archs", default="mobilenet_v2,resnet18")
@@ -186,8 +190,12 @@ def main() -> int:
     results: dict = {"machine": machine(), "command": " ".join(sys.argv)}
     started = time.perf_counter()
     if not args.skip_speed:
-        results["decode_cache"] = cache_speedup(recipe("mobilenet_v2", "none"), args.speed_epochs)
-        print(json.dumps(results["decode_cache"], indent=2), flush=True)
+        for workers in (int(w) for w in args.speed_workers.split(",")):
+            config = recipe("mobilenet_v2", "none")
+            config.workers = workers
+            key = f"decode_cache_workers{workers}"
+            results[key] = cache_speedup(config, args.speed_epochs)
+            print(json.dumps(results[key], indent=2), flush=True)
     if not args.skip_cv:
         results["cv"] = {}
         for arch in args.archs.split(","):

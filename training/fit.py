@@ -153,7 +153,7 @@ def train_split(
 
     labels = np.asarray(data.labels)
     train_set = train_dataset(prepared, train_idx)
-    steps = max(1, len(train_set) // config.batch_size if len(train_set) > config.batch_size else 1)
+    steps = len(train_set) // config.batch_size if len(train_set) > config.batch_size else 1
     optimizer = build_optimizer(model, config.lr, config.weight_decay)
     schedule = build_schedule(optimizer, steps * config.epochs,
                               round(steps * config.warmup_epochs), config.schedule)
