@@ -67,8 +67,8 @@ def evaluate(
     if len(np.unique(is_pos[keep])) == 2:
         plots["roc"] = plot_roc(is_pos[keep], p_pos[keep], meta.threshold, metrics["roc_auc"],
                                 out_dir / "roc.png")
-    negative = "not " + meta.positive_class if len(meta.class_names) > 2 else next(
-        n for n in meta.class_names if n != meta.positive_class)
+    others = [n for n in meta.class_names if n != meta.positive_class]
+    negative = others[0] if len(others) == 1 else f"not {meta.positive_class}"
     plots["confusion"] = plot_confusion(metrics["confusion"], negative, meta.positive_class,
                                         out_dir / "confusion_matrix.png")
     log = log or checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".log.jsonl")

@@ -63,6 +63,7 @@ def test_local_state_dict_must_match_the_architecture(tmp_path):
         build_initial_model("resnet18", 2, str(path))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_code_is_refused_and_missing_file_is_clear(tmp_path):
     class Payload:
         def __reduce__(self):
