@@ -1,20 +1,21 @@
-"""Dynamic micro-batching: many concurrent requests, one forward pass, one inference thread.
+"""Dynamic micro-batching: many concurrent requests, one batch at a time, one inference thread.
 
-Requests put preprocessed uint8 tensors on a bounded queue from the event loop; one dedicated
-thread takes up to ``max_batch_size`` of them, runs them as one batch and hands each request its
-row of probabilities back on the event loop. The event loop never runs the model.
+Requests put items on a bounded queue from the event loop; one dedicated thread takes up to
+``max_batch_size`` of them, hands them to ``process`` as one batch (the pipeline decodes and runs
+the model there) and gives each request its own outcome back on the event loop. The event loop
+never runs the model. Items are opaque here: the batcher knows queues, not images.
 
 When to stop gathering (the vocabulary of Triton's dynamic batcher):
 
 - everything already queued joins the batch at once, up to ``max_batch_size``;
 - the thread then waits, at most ``max_wait`` after the first item arrived, only while other
-  requests are announced (still being decoded, see :meth:`MicroBatcher.expect`) and so about to
+  items are announced (still being prepared, see :meth:`MicroBatcher.expect`) and so about to
   join; with nothing queued and nothing on its way, a lone request runs immediately;
 - a full queue refuses new work with :class:`QueueFullError` (the service answers 503 with
   ``Retry-After``) instead of letting latency grow without bound.
 
-Under load the forward pass itself is the gathering window: while batch *k* runs, requests pile up
-and batch *k+1* takes them all.
+Under load the batch itself is the gathering window: while batch *k* runs, requests pile up and
+batch *k+1* takes them all.
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
-import torch
+from typing import Any
 
 logger = logging.getLogger("app.batcher")
 
@@ -41,39 +40,36 @@ class QueueFullError(RuntimeError):
 
 @dataclass(frozen=True)
 class BatchedResult:
-    """One request's share of a forward pass."""
+    """One item's outcome from ``process`` and how long it queued."""
 
-    probabilities: np.ndarray  # (num_classes,) float32
-    queue_ms: float  # from joining the queue to the start of its batch's forward pass
-    inference_ms: float  # the whole batch's forward pass
-    batch_size: int
+    value: Any
+    queue_ms: float  # from joining the queue to the start of its batch
+    batch_size: int  # items taken together
 
 
 @dataclass
 class _Item:
-    tensor: torch.Tensor
+    payload: Any
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     enqueued_at: float
 
 
 class MicroBatcher:
-    """A bounded queue in front of ``predict`` (uint8 (N,3,S,S) -> (N,C) probabilities)."""
+    """A bounded queue in front of ``process`` (a list of items -> one outcome per item)."""
 
     def __init__(
         self,
-        predict: Callable[[torch.Tensor], np.ndarray],
+        process: Callable[[list[Any]], Sequence[Any]],
         *,
         max_batch_size: int,
         max_wait_s: float,
         queue_limit: int,
-        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
-        self._predict = predict
+        self._process = process
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.queue_limit = queue_limit
-        self._on_batch = on_batch
         self._items: collections.deque[_Item] = collections.deque()
         self._expected = 0  # requests announced (decoding) but not yet queued
         self._cond = threading.Condition()
@@ -122,16 +118,14 @@ class MicroBatcher:
             self._expected = max(0, self._expected - n)
             self._cond.notify_all()
 
-    async def submit(
-        self, tensors: Sequence[torch.Tensor], announced: int = 0
-    ) -> list[BatchedResult]:
-        """Queue ``tensors`` (each uint8 (3,S,S)) and wait for their rows, in order.
+    async def submit(self, payloads: Sequence[Any], announced: int = 0) -> list[BatchedResult]:
+        """Queue ``payloads`` and wait for their outcomes, in order.
 
         ``announced``: how many of them were announced with :meth:`expect`.
         """
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
-        items = [_Item(t, loop.create_future(), loop, now) for t in tensors]
+        items = [_Item(p, loop.create_future(), loop, now) for p in payloads]
         with self._cond:
             self._expected = max(0, self._expected - announced)
             depth = len(self._items)
@@ -189,23 +183,20 @@ class MicroBatcher:
             return
         started = time.perf_counter()
         try:
-            probs = self._predict(torch.stack([item.tensor for item in batch]))
-        except Exception as exc:  # a model failure fails this batch, not the service
-            logger.exception("inference failed for a batch of %d", len(batch))
+            values = self._process([item.payload for item in batch])
+            if len(values) != len(batch):
+                raise RuntimeError(f"process returned {len(values)} outcomes for {len(batch)}")
+        except Exception as exc:  # a failed batch fails its requests, not the service
+            logger.exception("processing a batch of %d failed", len(batch))
             self._deliver(batch, [exc] * len(batch))
             return
-        elapsed = time.perf_counter() - started
-        if self._on_batch is not None:
-            self._on_batch(len(batch), elapsed)
-        inference_ms = elapsed * 1000.0
         results = [
             BatchedResult(
-                probabilities=probs[i],
+                value=value,
                 queue_ms=(started - item.enqueued_at) * 1000.0,
-                inference_ms=inference_ms,
                 batch_size=len(batch),
             )
-            for i, item in enumerate(batch)
+            for item, value in zip(batch, values, strict=True)
         ]
         self._deliver(batch, results)
 

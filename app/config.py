@@ -47,8 +47,9 @@ class Settings(BaseSettings):
         5.0,
         ge=0,
         le=1000,
-        description="longest a request waits for others to join its batch; only spent while "
-        "other requests are on their way (never when the service is otherwise idle)",
+        description="longest a batch waits for requests still being decoded to join it; only "
+        "spent while such requests exist (never when idle), i.e. on CUDA where requests decode "
+        "as they arrive",
     )
     queue_limit: int = Field(
         256, ge=1, description="images waiting for inference before new ones get 503 + Retry-After"

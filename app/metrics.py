@@ -71,10 +71,6 @@ class ServiceMetrics:
     def track_queue_depth(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)
 
-    def observe_batch(self, size: int, seconds: float) -> None:
-        """Called from the inference thread after each forward pass (prometheus is thread-safe)."""
-        self.batch_size.observe(size)
-
 
 class RequestMetricsMiddleware:
     """Counts and times every HTTP request (pure ASGI: no per-request task or body copy)."""

@@ -76,7 +76,7 @@ class ServiceRuntime:
             )
         except (CheckpointError, ValueError) as exc:
             self.not_ready_reason = f"the model failed to load: {exc}"
-            logger.error("cannot load checkpoint: %s", exc)
+            logger.error("cannot start: %s", exc)
             raise
         self.load_seconds = time.perf_counter() - started
         self.metrics.model_load_seconds.set(self.load_seconds)
@@ -92,20 +92,20 @@ class ServiceRuntime:
         )
 
         self.not_ready_reason = "warming up"
-        self.batcher = MicroBatcher(
-            classifier.predict_probabilities,
-            max_batch_size=s.max_batch_size,
-            max_wait_s=s.max_batch_wait_ms / 1000.0,
-            queue_limit=s.queue_limit,
-            on_batch=self.metrics.observe_batch,
-        )
-        self.metrics.track_queue_depth(lambda: self.batcher.queue_depth if self.batcher else 0)
         self.decode_pool = ThreadPoolExecutor(
             s.resolved_decode_threads, "decode", initializer=_single_threaded_torch
         )
         self.pipeline = PredictionPipeline(
-            classifier, self.batcher, self.decode_pool, self.metrics, s.max_image_pixels
+            classifier,
+            self.decode_pool,
+            self.metrics,
+            max_pixels=s.max_image_pixels,
+            max_batch_size=s.max_batch_size,
+            max_wait_s=s.max_batch_wait_ms / 1000.0,
+            queue_limit=s.queue_limit,
         )
+        self.batcher = self.pipeline.batcher
+        self.metrics.track_queue_depth(lambda: self.batcher.queue_depth if self.batcher else 0)
         started = time.perf_counter()
         await self.batcher.start(thread_setup=self._setup_inference_thread)
         # Decoder plugins and decode threads start now, not on the first request.

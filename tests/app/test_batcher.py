@@ -14,7 +14,7 @@ from app.batcher import MicroBatcher, QueueFullError
 
 
 class FakeModel:
-    """Row i of the output is [id, batch size] where id is pixel [0,0,0] of image i."""
+    """A ``process`` function: item i's outcome is [id, batch size], id = pixel [0,0,0] of i."""
 
     def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
         self.delay_s = delay_s
@@ -22,14 +22,14 @@ class FakeModel:
         self.entered = threading.Event()
         self.batch_sizes: list[int] = []
 
-    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+    def __call__(self, items: list[torch.Tensor]) -> list[np.ndarray]:
         self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(10)
         time.sleep(self.delay_s)
-        self.batch_sizes.append(len(batch))
-        ids = batch[:, 0, 0, 0].float().numpy()
-        return np.stack([ids, np.full_like(ids, len(batch))], axis=1)
+        self.batch_sizes.append(len(items))
+        ids = torch.stack(items)[:, 0, 0, 0].float().numpy()
+        return list(np.stack([ids, np.full_like(ids, len(items))], axis=1))
 
 
 def image(i: int) -> torch.Tensor:
@@ -57,7 +57,7 @@ def test_lone_request_does_not_wait_for_batch_mates():
         return result, time.perf_counter() - started
 
     result, elapsed = run(one, batcher)
-    assert result.probabilities[0] == 7
+    assert result.value[0] == 7
     assert result.batch_size == 1
     assert elapsed < 0.5, "a request with nothing else queued or announced must not wait 2 s"
 
@@ -70,7 +70,7 @@ def test_concurrent_requests_share_a_forward_pass_and_keep_their_rows():
         return await asyncio.gather(*(batcher.submit([image(i)]) for i in range(20)))
 
     results = run(many, batcher)
-    ids = [r[0].probabilities[0] for r in results]
+    ids = [r[0].value[0] for r in results]
     assert ids == list(range(20)), "each request must get its own row back"
     assert max(fake.batch_sizes) > 1
     assert max(fake.batch_sizes) <= 8
@@ -126,7 +126,7 @@ def test_full_queue_refuses_new_work():
             await batcher.submit([image(3)])
         gate.set()
         done = await asyncio.gather(running, *queued)
-        return [d[0].probabilities[0] for d in done]
+        return [d[0].value[0] for d in done]
 
     assert run(overfill, batcher) == [0, 1, 2]
 
@@ -134,11 +134,11 @@ def test_full_queue_refuses_new_work():
 def test_model_failure_fails_that_batch_only():
     calls = []
 
-    def flaky(batch: torch.Tensor) -> np.ndarray:
-        calls.append(len(batch))
+    def flaky(items: list[torch.Tensor]) -> list[np.ndarray]:
+        calls.append(len(items))
         if len(calls) == 1:
             raise RuntimeError("boom")
-        return np.zeros((len(batch), 2), dtype=np.float32)
+        return [np.zeros(2, dtype=np.float32) for _ in items]
 
     batcher = MicroBatcher(flaky, max_batch_size=4, max_wait_s=0.0, queue_limit=8)
 
@@ -148,7 +148,7 @@ def test_model_failure_fails_that_batch_only():
         return await batcher.submit([image(2)])
 
     (result,) = run(twice, batcher)
-    assert result.probabilities.shape == (2,)
+    assert result.value.shape == (2,)
 
 
 def test_thread_setup_failure_surfaces_from_start():
