@@ -23,12 +23,17 @@ def _fail(message: str) -> int:
 
 
 def preflight(settings: Settings) -> str | None:
-    """Why the service cannot start with ``settings``, or None. Cheap: reads the header only."""
-    from model.checkpoint import CheckpointError, read_metadata
+    """Why the service cannot start with ``settings``, or None.
+
+    Loads the checkpoint fully (on the CPU, then drops it): a file whose header is fine but whose
+    weights do not fit its architecture must also fail here with one line, not as a traceback
+    from uvicorn's lifespan. It costs a fraction of a second at start-up.
+    """
+    from model.checkpoint import CheckpointError, load_checkpoint
     from model.inference import resolve_device, resolve_precision
 
     try:
-        read_metadata(settings.checkpoint)
+        load_checkpoint(settings.checkpoint, map_location="cpu")
     except CheckpointError as exc:
         hint = " (run `make demo` or `invasive-train demo --output PATH` to build a demo one)"
         return f"{exc}{hint if 'not found' in str(exc) else ''}"

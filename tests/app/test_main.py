@@ -51,6 +51,21 @@ def test_corrupt_checkpoint_exits_nonzero_with_one_clear_line(tmp_path, service_
     assert str(corrupt) in lines[0]
 
 
+def test_weights_that_do_not_fit_the_architecture_exit_with_one_clear_line(tmp_path):
+    from model.architectures import build_model
+    from model.checkpoint import CheckpointMetadata, save_checkpoint
+
+    # resnet34 weights under a header that says resnet18: the header alone looks fine.
+    wrong = tmp_path / "model.safetensors"
+    meta = CheckpointMetadata(arch="resnet18", class_names=["no", "yes"], positive_class="yes")
+    save_checkpoint(wrong, build_model("resnet34", 2), meta)
+    result = run_module(service_env(checkpoint=str(wrong)))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "do not match architecture 'resnet18'" in lines[0]
+
+
 def test_invalid_setting_exits_nonzero_with_one_clear_line(service_checkpoint):
     result = run_module(service_env(checkpoint=str(service_checkpoint), max_batch_size="lots"))
     assert result.returncode != 0
