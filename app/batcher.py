@@ -74,26 +74,38 @@ class MicroBatcher:
         self._expected = 0  # requests announced (decoding) but not yet queued
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._threads: list[threading.Thread] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, thread_setup: Callable[[], None] | None = None) -> None:
-        """Start the inference thread; ``thread_setup`` runs on it first (threads, warm-up)."""
-        self._thread = threading.Thread(
-            target=self._run, args=(thread_setup,), name="inference", daemon=True
-        )
-        self._thread.start()
-        await asyncio.wrap_future(self._started)
+    async def start(
+        self, thread_setup: Callable[[], None] | None = None, workers: int = 1
+    ) -> None:
+        """Start ``workers`` inference threads; ``thread_setup`` runs on each first.
+
+        Several workers take batches from the one queue and run them side by side. On a CPU,
+        two workers of one torch thread each outran one worker of two threads (resnet18 bf16,
+        batch 8, 2-core dev box: 188 vs 159 img/s in-process), since each layer's work is too
+        small to keep two OpenMP threads busy in step.
+        """
+        started = [concurrent.futures.Future() for _ in range(workers)]
+        for index, ready in enumerate(started):
+            thread = threading.Thread(
+                target=self._run, args=(thread_setup, ready), name=f"inference-{index}",
+                daemon=True,
+            )
+            self._threads.append(thread)
+            thread.start()
+        await asyncio.gather(*(asyncio.wrap_future(ready) for ready in started))
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then end the thread."""
+        """Finish what is queued, then end the threads."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- request side (event loop) ---------------------------------------------------------
 
@@ -140,14 +152,16 @@ class MicroBatcher:
 
     # -- inference thread ------------------------------------------------------------------
 
-    def _run(self, thread_setup: Callable[[], None] | None) -> None:
+    def _run(
+        self, thread_setup: Callable[[], None] | None, started: concurrent.futures.Future
+    ) -> None:
         try:
             if thread_setup is not None:
                 thread_setup()
         except BaseException as exc:
-            self._started.set_exception(exc)
+            started.set_exception(exc)
             return
-        self._started.set_result(None)
+        started.set_result(None)
         while True:
             batch = self._gather()
             if batch is None:

@@ -66,7 +66,13 @@ class Settings(BaseSettings):
         description="comma-separated origins allowed by CORS ('*' for any); empty: CORS off",
     )
     torch_threads: int = Field(
-        0, ge=0, description="intra-op threads of the inference thread; 0: one per available CPU"
+        0, ge=0, description="torch threads in all, shared by the inference workers; 0: one per CPU"
+    )
+    inference_workers: int = Field(
+        0,
+        ge=0,
+        description="threads running forward passes side by side; 0: auto (CPU: one per CPU, "
+        "at most 4; CUDA: 1)",
     )
     decode_threads: int = Field(
         0, ge=0, description="threads decoding uploads; 0: one per available CPU"
@@ -87,6 +93,13 @@ class Settings(BaseSettings):
     @property
     def resolved_torch_threads(self) -> int:
         return self.torch_threads or available_cpus()
+
+    def resolved_inference_workers(self, device_type: str) -> int:
+        if self.inference_workers:
+            return self.inference_workers
+        if device_type == "cuda":
+            return 1  # one stream of batches; more workers only contend for the GPU
+        return max(1, min(4, self.resolved_torch_threads))
 
     @property
     def resolved_decode_threads(self) -> int:

@@ -61,6 +61,8 @@ class ServiceRuntime:
         self.not_ready_reason = "the model is not loaded yet"
         self.load_seconds: float | None = None
         self.warmup_seconds: float | None = None
+        self.inference_workers = 0
+        self.threads_per_worker = 1
         self._previous_switch_interval: float | None = None
 
     async def start(self) -> None:
@@ -107,7 +109,10 @@ class ServiceRuntime:
         self.batcher = self.pipeline.batcher
         self.metrics.track_queue_depth(lambda: self.batcher.queue_depth if self.batcher else 0)
         started = time.perf_counter()
-        await self.batcher.start(thread_setup=self._setup_inference_thread)
+        workers = s.resolved_inference_workers(classifier.device.type)
+        self.threads_per_worker = max(1, s.resolved_torch_threads // workers)
+        await self.batcher.start(thread_setup=self._setup_inference_thread, workers=workers)
+        self.inference_workers = workers
         # Decoder plugins and decode threads start now, not on the first request.
         await asyncio.get_running_loop().run_in_executor(
             self.decode_pool, prepare_input, _tiny_jpeg(), classifier.spec
@@ -117,13 +122,18 @@ class ServiceRuntime:
         self.ready = True
         self.not_ready_reason = ""
         self.metrics.ready.set(1)
-        logger.info("ready after %.2fs of warm-up", self.warmup_seconds)
+        logger.info(
+            "ready after %.2fs of warm-up: %d inference worker(s) x %d torch thread(s)",
+            self.warmup_seconds,
+            self.inference_workers,
+            self.threads_per_worker,
+        )
 
     def _setup_inference_thread(self) -> None:
-        """Runs on the inference thread before it takes work."""
+        """Runs on each inference thread before it takes work."""
         # torch's intra-op thread count is per calling thread under OpenMP: set it where the
-        # model runs.
-        _set_torch_threads(self.settings.resolved_torch_threads)
+        # model runs. The workers share the torch threads between them.
+        _set_torch_threads(self.threads_per_worker)
         assert self.classifier is not None
         self.classifier.warm_up(warmup_batch_sizes(self.settings.max_batch_size))
         if self.classifier.device.type == "cuda":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 
@@ -162,3 +163,30 @@ def test_thread_setup_failure_surfaces_from_start():
 
     with pytest.raises(RuntimeError, match="warm-up failed"):
         asyncio.run(start())
+
+
+def test_several_workers_run_batches_side_by_side():
+    # The first two batches wait for each other inside `process`: only possible when they run
+    # at once. With one worker the barrier times out and the requests fail.
+    barrier = threading.Barrier(2, timeout=10)
+    calls = itertools.count()
+    threads_seen: set[str] = set()
+
+    def process(items: list[torch.Tensor]) -> list[int]:
+        threads_seen.add(threading.current_thread().name)
+        if next(calls) < 2:
+            barrier.wait()
+        return [int(t[0, 0, 0]) for t in items]
+
+    batcher = MicroBatcher(process, max_batch_size=1, max_wait_s=0.0, queue_limit=16)
+
+    async def main():
+        await batcher.start(workers=2)
+        try:
+            results = await asyncio.gather(*(batcher.submit([image(i)]) for i in range(6)))
+        finally:
+            batcher.stop()
+        return [r[0].value for r in results]
+
+    assert asyncio.run(main()) == list(range(6))
+    assert threads_seen == {"inference-0", "inference-1"}
