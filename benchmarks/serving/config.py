@@ -27,6 +27,8 @@ class RunConfig:
     ceiling_batch_sizes: tuple[int, ...] = (1, 4, 8, 16, 32)
     ceiling_seconds: float = 4.0
     ceiling_decode_threads: int = 1  # the tight loop decodes in line; GPU hosts use a pool
+    # Also run the loop in this many threads at once (the service's CPU inference workers).
+    ceiling_parallel_loops: tuple[int, ...] = (1, 2)
     device: str = "auto"
     precision: str = "auto"
     # None: our service's own defaults (read from app.config), passed to LitServe as well so

@@ -188,7 +188,10 @@ def _payload_table(results: dict, payload: dict) -> list[str]:
 
 def _threads(ceiling: dict) -> str:
     n = ceiling.get("decode_threads", 1)
-    return f", {n} decode threads" if n > 1 else ""
+    loops = ceiling.get("best_loops", 1)
+    return (f" x {loops} parallel loops" if loops > 1 else "") + (
+        f", {n} decode threads" if n > 1 else ""
+    )
 
 
 def render_markdown(results: dict, targets: list[Target]) -> str:

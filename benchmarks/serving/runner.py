@@ -285,6 +285,7 @@ def _measure_ceilings(cfg: RunConfig, checkpoint: Path, payloads: list[PayloadSe
             cfg.device,
             cfg.precision,
             cfg.ceiling_decode_threads,
+            cfg.ceiling_parallel_loops,
         )
         wall = time.monotonic() - t0
         other = (machine_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)
@@ -292,7 +293,8 @@ def _measure_ceilings(cfg: RunConfig, checkpoint: Path, payloads: list[PayloadSe
         ceilings[payload.name] = ceiling
         _log(
             f"ceiling {payload.name}: {ceiling['images_per_s']:.1f} img/s at batch "
-            f"{ceiling['best_batch_size']} ({ceiling['precision']} on {ceiling['device']})"
+            f"{ceiling['best_batch_size']} x {ceiling['best_loops']} loop(s) "
+            f"({ceiling['precision']} on {ceiling['device']})"
         )
     return ceilings
 

@@ -31,3 +31,14 @@ def test_ceiling_reports_every_batch_size_and_picks_the_fastest(tiny, decode_thr
     assert 0 < single["p50_ms"] <= single["p99_ms"]
     assert result["decode_threads"] == decode_threads
     assert result["precision"] == "fp32"
+
+
+def test_parallel_loops_are_measured_and_can_win(tiny):
+    ckpt, images = tiny
+    result = measure_ceiling(ckpt, images, (1, 4), 0.05, "cpu", "fp32", 1, parallel_loops=(1, 2))
+    rows = result["by_batch_size"]
+    assert [(r["batch_size"], r["loops"]) for r in rows] == [(1, 1), (4, 1), (4, 2)]
+    two = rows[-1]
+    assert two["images"] >= 2 * 3 * 4  # both loops ran at least 3 batches of 4
+    assert result["images_per_s"] == max(r["images_per_s"] for r in rows)
+    assert result["best_loops"] in (1, 2)
