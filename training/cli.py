@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode cache: keep decoded, resized images in memory (default), also "
                         "on disk, or none (decode full photos every epoch)")
     f.add_argument("--cache-dir", type=Path, default=None,
-                   help="where --cache disk keeps its files (default DATA/.decode-cache)")
+                   help="where --cache disk keeps its files "
+                        "(default ~/.cache/invasive-species/decode-cache)")
     f.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its saved training state")
     f.add_argument("--log", type=Path, default=None,

@@ -29,7 +29,13 @@ from model.inference import resolve_device, resolve_precision
 from model.preprocessing import PreprocessSpec
 from training.data import LabelledData, load_groups, load_labelled_data
 from training.errors import DataError, TrainingError, list_offenders
-from training.images import CachedImages, FullDecodeImages, cached_decode, decode_images
+from training.images import (
+    CachedImages,
+    FullDecodeImages,
+    cached_decode,
+    decode_images,
+    default_cache_dir,
+)
 from training.loop import score_with_classifier, train_one_epoch
 from training.metrics import binary_metrics, youden_threshold
 from training.optim import build_optimizer, build_schedule
@@ -97,7 +103,7 @@ def prepare_data(config: FitConfig) -> PreparedData:
     if config.cache != "none":
         cache_dir = None
         if config.cache == "disk":
-            cache_dir = config.cache_dir or Path(config.data) / ".decode-cache"
+            cache_dir = config.cache_dir or default_cache_dir()
         paths = [s.path for s in data.samples]
         images, failures = cached_decode(paths, spec, threads=config.workers, cache_dir=cache_dir)
         if failures:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from model.imaging import ImageDecodeError, decode_image
 from model.preprocessing import PreprocessSpec, image_to_tensor, prepare_input, resize_for_model
+from training.errors import TrainingError
 
 
 def decode_images(
@@ -48,6 +50,14 @@ def decode_images(
     return out, failures
 
 
+def default_cache_dir() -> Path:
+    """Where ``--cache disk`` keeps decoded images: the user's cache, not the data folder (which
+    may be read-only, as in the compose ``train`` service). Entries are keyed by each file's
+    absolute path, size and mtime, so one cache serves any number of datasets safely."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "invasive-species" / "decode-cache"
+
+
 def cached_decode(
     paths: list[Path],
     spec: PreprocessSpec,
@@ -64,12 +74,18 @@ def cached_decode(
         failures = {int(k): v for k, v in json.loads(meta_file.read_text())["failures"].items()}
         return torch.from_numpy(np.load(array_file)), failures
     images, failures = decode_images(paths, spec, threads=threads)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = array_file.with_suffix(".tmp.npy")
-    np.save(tmp, images.numpy())
-    tmp.replace(array_file)
-    meta_file.write_text(json.dumps({"count": len(paths), "size": spec.input_size,
-                                     "failures": {str(k): v for k, v in failures.items()}}))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = array_file.with_suffix(".tmp.npy")
+        np.save(tmp, images.numpy())
+        tmp.replace(array_file)
+        meta_file.write_text(json.dumps({"count": len(paths), "size": spec.input_size,
+                                         "failures": {str(k): v for k, v in failures.items()}}))
+    except OSError as exc:
+        raise TrainingError(
+            f"cannot write the decode cache in {cache_dir} ({exc.strerror or exc}); "
+            "pass a writable --cache-dir, or use --cache memory"
+        ) from None
     return images, failures
 
 

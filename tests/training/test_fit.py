@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +116,20 @@ def test_disk_cache_is_reused_and_no_cache_path_trains(kaggle_data, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == stamp
     fit(tiny_config(kaggle_data, tmp_path / "c.safetensors", epochs=1, cache="none"))
     assert read_metadata(tmp_path / "c.safetensors").training_config["cache"] == "none"
+
+
+def test_disk_cache_defaults_to_the_user_cache_not_the_data_folder(kaggle_data, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    fit(tiny_config(kaggle_data, tmp_path / "a.safetensors", epochs=1, cache="disk"))
+    cached = list((tmp_path / "xdg" / "invasive-species" / "decode-cache").glob("*.npy"))
+    assert len(cached) == 1
+    assert not (Path(kaggle_data) / ".decode-cache").exists()
+
+
+def test_unwritable_disk_cache_is_one_clear_error(kaggle_data, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(TrainingError, match="cannot write the decode cache.*--cache-dir"):
+        fit(tiny_config(kaggle_data, tmp_path / "a.safetensors", epochs=1, cache="disk",
+                        cache_dir=blocker / "cache"))
