@@ -40,8 +40,10 @@ def resize_for_model(img: Image.Image, input_size: int) -> Image.Image:
 
 def image_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> uint8 tensor of shape (3, H, W)."""
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    # np.array copies once into a writable array (np.asarray's view of a PIL image is
+    # read-only, which torch refuses to share); the CHW layout costs the second and last copy.
+    arr = np.array(img, dtype=np.uint8)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def prepare_input(
