@@ -2,12 +2,17 @@
 
 A missing or unreadable checkpoint, or an impossible device/precision, prints one line to stderr
 and exits with status 2 before uvicorn starts, so the operator sees the cause, not a traceback.
+
+SIGTERM drains (see :class:`app.server.DrainingServer`): readiness turns 503 at once, requests
+keep being served for ``INVASIVE_DRAIN_SECONDS``, then uvicorn stops listening, finishes the
+requests in flight and the queued work, and exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 
 from pydantic import ValidationError
@@ -74,22 +79,47 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         return _fail(problem)
 
+    problem = _port_in_use(settings.host, settings.port)
+    if problem:
+        return _fail(problem)
+
     import uvicorn
 
     from app.main import create_app
+    from app.server import DrainingServer
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         workers=1,  # one process: one model copy, one inference thread; scale with replicas
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
+        # h11 bounds the request line + headers (httptools has no such limit): 400 above it.
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
-    return 0
+    server = DrainingServer(config, drain_seconds=settings.drain_seconds)
+    server.run()
+    runtime = app.state.runtime
+    return runtime.exit_code
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Fail before loading the model when the port is taken (another service may be there)."""
+    if port == 0:
+        return None
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ class QueueFullError(RuntimeError):
     """The inference queue is at its limit; the caller should retry later."""
 
 
+class BatchFailedError(RuntimeError):
+    """``process`` raised on the batch this item was in (logged); the worker went on."""
+
+
 @dataclass(frozen=True)
 class BatchedResult:
     """One item's outcome from ``process`` and how long it queued."""
@@ -75,6 +79,7 @@ class MicroBatcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._thread_setup: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -88,15 +93,30 @@ class MicroBatcher:
         batch 8, 2-core dev box: 188 vs 159 img/s in-process), since each layer's work is too
         small to keep two OpenMP threads busy in step.
         """
-        started = [concurrent.futures.Future() for _ in range(workers)]
-        for index, ready in enumerate(started):
-            thread = threading.Thread(
-                target=self._run, args=(thread_setup, ready), name=f"inference-{index}",
-                daemon=True,
-            )
-            self._threads.append(thread)
-            thread.start()
-        await asyncio.gather(*(asyncio.wrap_future(ready) for ready in started))
+        self._thread_setup = thread_setup
+        self._threads = [None] * workers  # type: ignore[list-item]
+        await asyncio.gather(*(self._start_worker(index) for index in range(workers)))
+
+    async def _start_worker(self, index: int) -> None:
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        thread = threading.Thread(
+            target=self._run, args=(self._thread_setup, ready), name=f"inference-{index}",
+            daemon=True,
+        )
+        self._threads[index] = thread
+        thread.start()
+        await asyncio.wrap_future(ready)
+
+    def dead_workers(self) -> list[int]:
+        """Indices of inference threads that ended although the batcher is not stopping."""
+        if self._stopping:
+            return []
+        return [i for i, thread in enumerate(self._threads) if not thread.is_alive()]
+
+    async def restart_worker(self, index: int) -> None:
+        """Replace a dead inference thread (its setup, e.g. warm-up, runs again)."""
+        logger.warning("restarting inference worker %d", index)
+        await self._start_worker(index)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then end the threads."""
@@ -166,15 +186,27 @@ class MicroBatcher:
             batch = self._gather()
             if batch is None:
                 return
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # the thread is dying: answer its batch first
+                logger.critical("inference worker %s died", threading.current_thread().name)
+                failed = BatchFailedError(f"the inference worker died ({exc!r})")
+                self._deliver(batch, [failed] * len(batch))
+                raise
 
     def _gather(self) -> list[_Item] | None:
+        """The next batch (never empty), or None when stopping with nothing left."""
         with self._cond:
-            while not self._items:
-                if self._stopping:
-                    return None
-                self._cond.wait()
-            batch = self._take(self.max_batch_size)
+            while True:
+                while not self._items:
+                    if self._stopping:
+                        return None
+                    self._cond.wait()
+                # Items whose request was cancelled while queued are skipped by _take, so it
+                # can come back empty: then wait for more instead of running an empty batch.
+                batch = self._take(self.max_batch_size)
+                if batch:
+                    break
             deadline = batch[0].enqueued_at + self.max_wait_s
             while len(batch) < self.max_batch_size and self._expected > 0:
                 remaining = deadline - time.perf_counter()
@@ -202,7 +234,8 @@ class MicroBatcher:
                 raise RuntimeError(f"process returned {len(values)} outcomes for {len(batch)}")
         except Exception as exc:  # a failed batch fails its requests, not the service
             logger.exception("processing a batch of %d failed", len(batch))
-            self._deliver(batch, [exc] * len(batch))
+            failed = BatchFailedError(f"processing the batch failed ({exc!r})")
+            self._deliver(batch, [failed] * len(batch))
             return
         results = [
             BatchedResult(

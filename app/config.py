@@ -74,8 +74,60 @@ class Settings(BaseSettings):
         description="threads running forward passes side by side; 0: auto (CPU: one per CPU, "
         "at most 4; CUDA: 1)",
     )
-    decode_threads: int = Field(
-        0, ge=0, description="threads decoding uploads; 0: one per available CPU"
+    decode_processes: int = Field(
+        0,
+        ge=0,
+        description="processes decoding ordinary photos (the light lane); 0: one per CPU",
+    )
+    heavy_decode_processes: int = Field(
+        1,
+        ge=1,
+        description="processes decoding costly images (large, non-JPEG/PNG/WebP, many scans), "
+        "so they never hold up ordinary photos",
+    )
+    decode_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="longest one image may take to decode; its process is killed and the image "
+        "gets 422 decode_timeout",
+    )
+    memory_budget_mb: int = Field(
+        512,
+        ge=16,
+        description="memory that requests in flight may hold: upload bytes as received plus each "
+        "image's decoded size, read from its header before decoding",
+    )
+    admission_wait_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="how long work that does not fit the memory budget waits before 503",
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="longest a request waits for its result (decode + queue + inference); then "
+        "503 request_timeout",
+    )
+    drain_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="after SIGTERM: readiness answers 503 while the service keeps serving this "
+        "long, so load balancers stop sending; then queued work finishes and it exits",
+    )
+    max_header_bytes: int = Field(
+        16384, ge=1024, description="largest request line + headers (400 above)"
+    )
+    max_header_count: int = Field(
+        100, ge=8, description="most request headers (431 above)"
+    )
+    public_docs: bool | None = Field(
+        None,
+        description="whether /docs and /openapi.json are public; unset: public unless "
+        "INVASIVE_API_KEY is set, in which case they need the key too",
     )
 
     @field_validator("cors_origins", mode="before")
@@ -85,9 +137,9 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "public_docs", mode="before")
     @classmethod
-    def _empty_key_is_none(cls, value: object) -> object:
+    def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
     @property
@@ -102,5 +154,13 @@ class Settings(BaseSettings):
         return max(1, min(4, self.resolved_torch_threads))
 
     @property
-    def resolved_decode_threads(self) -> int:
-        return self.decode_threads or available_cpus()
+    def resolved_decode_processes(self) -> int:
+        return self.decode_processes or available_cpus()
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return self.memory_budget_mb * 1024 * 1024
+
+    @property
+    def docs_are_public(self) -> bool:
+        return self.public_docs if self.public_docs is not None else self.api_key is None

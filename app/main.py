@@ -5,14 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.api import health, model_info, predict
 from app.config import Settings
 from app.errors import install_error_handlers
+from app.limits import HeaderCountLimit
 from app.metrics import RequestMetricsMiddleware, ServiceMetrics
 from app.runtime import ServiceRuntime
+from app.security import require_api_key
+from app.server import CloseConnectionsWhileDraining
 
 DESCRIPTION = """
 Detects invasive plants in field photos. POST a photo (JPEG, PNG, WebP or HEIC) and get the
@@ -38,12 +43,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app for ``settings`` (default: from the environment). Nothing loads until startup."""
     settings = settings or Settings()
     metrics = ServiceMetrics()
+    public_docs = settings.docs_are_public
     app = FastAPI(
         title="Invasive species prediction service",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url="/docs" if public_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if public_docs else None,
     )
+    if not public_docs:
+        _add_keyed_docs(app)
     app.state.runtime = ServiceRuntime(settings, metrics)
     install_error_handlers(app)
     app.include_router(predict.router)
@@ -56,6 +67,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Content-Type"],
         )
+    app.add_middleware(CloseConnectionsWhileDraining, runtime=app.state.runtime)
+    app.add_middleware(HeaderCountLimit, max_headers=settings.max_header_count)
     # Outermost, so it also counts requests that CORS or an error handler answered.
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app
+
+
+def _add_keyed_docs(app: FastAPI) -> None:
+    """/openapi.json and /docs behind the API key (the schema lists every route and setting a
+    scanner would like to know). Swagger UI then needs the key too: open it with a browser
+    extension that adds X-API-Key, or read /openapi.json with curl."""
+    keyed = [Depends(require_api_key)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=keyed)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=keyed)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)

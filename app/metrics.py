@@ -67,9 +67,31 @@ class ServiceMetrics:
             "invasive_model_warmup_seconds", "Seconds spent on warm-up batches", registry=r
         )
         self.ready = Gauge("invasive_ready", "1 when the model is loaded and warmed up", registry=r)
+        self.memory_in_use = Gauge(
+            "invasive_memory_budget_in_use_bytes",
+            "Bytes of the memory budget held by requests in flight (uploads + decodes)",
+            registry=r,
+        )
+        self.memory_budget = Gauge(
+            "invasive_memory_budget_bytes",
+            "The memory budget (INVASIVE_MEMORY_BUDGET_MB)",
+            registry=r,
+        )
+        self.worker_restarts = Counter(
+            "invasive_inference_worker_restarts",
+            "Inference threads that died and were restarted by the supervisor",
+            registry=r,
+        )
+        self.draining = Gauge(
+            "invasive_draining", "1 from SIGTERM until the port closes (readiness 503)", registry=r
+        )
 
     def track_queue_depth(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)
+
+    def track_memory(self, in_use: Callable[[], int], budget: int) -> None:
+        self.memory_in_use.set_function(in_use)
+        self.memory_budget.set(budget)
 
 
 class RequestMetricsMiddleware:

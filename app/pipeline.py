@@ -1,18 +1,19 @@
-"""A request's images through the stages: decode + preprocess -> micro-batch -> forward -> label.
+"""A request's images through the stages: inspect -> admit -> decode -> batch -> infer -> label.
 
-Decoding (``model.preprocessing.prepare_input``, the function offline ``predict`` uses) runs in a
-small thread pool (Pillow releases the GIL), JPEGs at reduced scale straight toward the model's
-input size; the forward pass runs on the batcher's inference thread. The event loop only moves
-bytes and futures around. Where decoding happens depends on the device:
+- **inspect** (a small thread pool): ``model.inspection.inspect_image`` reads the header only,
+  refuses known amplification shapes (thousands of JPEG scans, chunk and strip floods) and
+  says what decoding will cost in memory and whether it is heavy.
+- **admit**: that decoded size is charged against the request's share of the memory budget
+  (:mod:`app.admission`) before any pixel is decoded; it is given back once the decode is done.
+- **decode** (:mod:`app.decoding`): in a killable process of the light or heavy lane, with a
+  time budget; the same ``model.preprocessing`` code offline ``predict`` uses, so service and
+  training agree to 1e-4.
+- **batch + infer** (:mod:`app.batcher`): inference threads stack the decoded images of many
+  requests into one forward pass.
 
-- **CPU** (``decode_in_batch``): the inference thread takes the queued uploads, has the pool
-  decode them all, then runs the forward pass. Decoding and the model never run at the same
-  time, so decode threads cannot steal cores from the model's OpenMP team mid-layer (a team
-  waits at every layer for its slowest thread). Measured in-process on the 2-core dev box
-  (resnet18 bf16, 16 photos per batch, four interleaved runs under other users' load, a scratch
-  script not kept in the repo): 56/62/71/45 img/s phased vs 45/46/63/40 overlapped.
-- **CUDA**: each request decodes its own uploads in the pool while the GPU runs other batches,
-  so CPU decoding overlaps GPU work; the batcher only stacks tensors and runs the model.
+Decoding happens before the queue on CPU and CUDA alike, so a slow image can never occupy an
+inference thread. The whole request is bounded by ``request_timeout_s``; cancelling it (timeout,
+client gone, shutdown) kills its decodes and drops its queued images.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from app.batcher import BatchedResult, MicroBatcher, QueueFullError
+from app.admission import Charge
+from app.batcher import BatchedResult, BatchFailedError, MicroBatcher, QueueFullError
+from app.decoding import DecodeLanes
 from app.errors import ApiError
 from app.metrics import ServiceMetrics
 from model.imaging import ImageDecodeError
 from model.inference import Classifier, Prediction
-from model.preprocessing import prepare_input
+from model.inspection import inspect_image
+from model.preprocessing import pixels_to_tensor
 
 logger = logging.getLogger("app.pipeline")
 
@@ -57,7 +61,6 @@ class _Scored:
     """What the inference thread hands back for one image that went through the model."""
 
     probabilities: np.ndarray
-    decode_ms: float
     inference_ms: float
     batch_size: int  # images in the forward pass
 
@@ -77,24 +80,24 @@ class PredictionPipeline:
     def __init__(
         self,
         classifier: Classifier,
-        decode_pool: Executor,
+        lanes: DecodeLanes,
+        inspect_pool: Executor,
         metrics: ServiceMetrics,
         *,
         max_pixels: int,
         max_batch_size: int,
         max_wait_s: float,
         queue_limit: int,
-        decode_in_batch: bool | None = None,
+        request_timeout_s: float,
     ) -> None:
         self.classifier = classifier
-        self.decode_pool = decode_pool
+        self.lanes = lanes
+        self.inspect_pool = inspect_pool
         self.metrics = metrics
         self.max_pixels = max_pixels
-        if decode_in_batch is None:
-            decode_in_batch = classifier.device.type == "cpu"
-        self.decode_in_batch = decode_in_batch
+        self.request_timeout_s = request_timeout_s
         self.batcher = MicroBatcher(
-            self._decode_and_score if decode_in_batch else self._score,
+            self._score,
             max_batch_size=max_batch_size,
             max_wait_s=max_wait_s,
             queue_limit=queue_limit,
@@ -107,92 +110,124 @@ class PredictionPipeline:
         except QueueFullError as exc:
             raise queue_full_error(str(exc)) from None
 
-    async def predict(self, images: list[bytes]) -> list[ImageResult | ApiError]:
+    async def predict(self, images: list[bytes], charge: Charge) -> list[ImageResult | ApiError]:
         """Results in the order of ``images``; a bad image yields its :class:`ApiError` in place.
 
-        A full queue raises :class:`ApiError` (503) for the whole call.
+        Backpressure (full queue, memory budget busy, too slow) raises :class:`ApiError` (503)
+        for the whole call.
         """
+        self.check_capacity(len(images))  # the batch endpoint's real file count
         try:
-            if self.decode_in_batch:
-                batched = await self.batcher.submit(images)
-            else:
-                batched = await self._decode_then_submit(images)
+            async with asyncio.timeout(self.request_timeout_s):
+                batched = await self._decode_then_submit(images, charge)
         except QueueFullError as exc:
             self.metrics.images.labels("queue_full").inc(len(images))
             raise queue_full_error(str(exc)) from None
+        except TimeoutError:
+            self.metrics.images.labels("request_timeout").inc(len(images))
+            raise ApiError(
+                503,
+                "request_timeout",
+                f"no result within {self.request_timeout_s:g} s (INVASIVE_REQUEST_TIMEOUT_S); "
+                "the service is overloaded, retry shortly",
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            ) from None
         return [self._finish(outcome) for outcome in batched]
 
-    async def _decode_then_submit(self, images: list[bytes]) -> list[BatchedResult | ApiError]:
-        """Decode in the pool now (overlapping other batches' forward passes), then queue."""
-        loop = asyncio.get_running_loop()
+    async def _decode_then_submit(
+        self, images: list[bytes], charge: Charge
+    ) -> list[BatchedResult | ApiError]:
         self.batcher.expect(len(images))  # the batcher may wait briefly for these
         announced = len(images)
         try:
-            decoded: list[Decoded] = await asyncio.gather(
-                *(loop.run_in_executor(self.decode_pool, self._decode, data) for data in images)
-            )
-            good = [d for d in decoded if not isinstance(d[0], ApiError)]
+            decoded = await asyncio.gather(*(self._decode(data, charge) for data in images))
+            for tensor, _ in decoded:  # backpressure on any image holds back the whole request
+                if isinstance(tensor, ApiError) and tensor.status == 503:
+                    raise tensor
+            good = [tensor for tensor, _ in decoded if not isinstance(tensor, ApiError)]
             self.batcher.withdraw(announced - len(good))
             handed_over, announced = len(good), 0  # submit() takes them off the count
-            scored = iter(await self.batcher.submit(good, announced=handed_over) if good else [])
+            try:
+                results = await self.batcher.submit(good, announced=handed_over) if good else []
+            except BatchFailedError:
+                self.metrics.images.labels("inference_failed").inc(len(good))
+                raise ApiError(
+                    500,
+                    "inference_failed",
+                    "the model failed on the batch this request was in (logged); retry",
+                ) from None
+            scored = iter(results)
         finally:
-            if announced:  # cancelled (client gone) before submitting: stop expecting them
+            if announced:  # failed or cancelled before submitting: stop expecting them
                 self.batcher.withdraw(announced)
-        return [d[0] if isinstance(d[0], ApiError) else next(scored) for d in decoded]
+        return [
+            d[0] if isinstance(d[0], ApiError) else _with_decode_ms(next(scored), d[1])
+            for d in decoded
+        ]
 
-    # -- on the inference thread -----------------------------------------------------------
-
-    def _decode_and_score(self, images: list[bytes]) -> list[_Scored | ApiError]:
-        """CPU: decode the batch's uploads in the pool (inline when alone), then the model."""
-        if len(images) == 1:
-            return self._score([self._decode(images[0])])
-        return self._score(list(self.decode_pool.map(self._decode, images)))
-
-    def _score(self, decoded: Sequence[Decoded]) -> list[_Scored | ApiError]:
-        """One forward pass over the decoded images; failed decodes keep their error."""
-        good = [i for i, (tensor, _) in enumerate(decoded) if not isinstance(tensor, ApiError)]
-        outcomes: list[_Scored | ApiError] = [tensor for tensor, _ in decoded]
-        if not good:
-            return outcomes
+    async def _decode(self, data: bytes, charge: Charge) -> Decoded:
+        """inspect -> admit -> decode one image. Never raises for the image's own faults."""
         started = time.perf_counter()
-        probs = self.classifier.predict_probabilities(torch.stack([decoded[i][0] for i in good]))
-        inference_ms = (time.perf_counter() - started) * 1000.0
-        self.metrics.batch_size.observe(len(good))
-        for row, i in enumerate(good):
-            outcomes[i] = _Scored(probs[row], decoded[i][1], inference_ms, len(good))
-        return outcomes
-
-    def _decode(self, data: bytes) -> Decoded:
-        """Never raises: a bad image becomes an ApiError value."""
-        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        outcome: torch.Tensor | ApiError
         try:
-            outcome: torch.Tensor | ApiError = prepare_input(
-                data, self.classifier.spec, max_pixels=self.max_pixels
+            cost = await loop.run_in_executor(
+                self.inspect_pool,
+                inspect_image,
+                data,
+                self.classifier.spec.input_size,
+                self.max_pixels,
             )
+            await charge.add(
+                cost.decoded_bytes,
+                what=f"decoding this {cost.width}x{cost.height} {cost.format} image",
+                too_large_code="image_too_large",
+            )
+            try:
+                pixels = await self.lanes.decode(data, heavy=cost.heavy)
+            finally:
+                charge.give_back(cost.decoded_bytes)
+            outcome = pixels_to_tensor(pixels)
         except ImageDecodeError as exc:
             outcome = ApiError(exc.status, exc.code, exc.message)
+        except ApiError as exc:  # decode_timeout, image_too_large (budget), at_capacity (503)
+            outcome = exc
         except Exception as exc:  # any other decoder failure is still the upload's fault
-            logger.debug("decoder raised %r", exc)
-            outcome = ApiError(422, "corrupt_image", f"the image could not be decoded ({exc})")
+            logger.warning("decoding an upload failed unexpectedly: %r", exc)
+            outcome = ApiError(422, "corrupt_image", "the image could not be decoded")
         elapsed = time.perf_counter() - started
         self.metrics.stage_latency.labels("decode").observe(elapsed)
         return outcome, elapsed * 1000.0
 
+    # -- on an inference thread ------------------------------------------------------------
+
+    def _score(self, tensors: Sequence[torch.Tensor]) -> list[_Scored]:
+        """One forward pass over decoded images."""
+        started = time.perf_counter()
+        probs = self.classifier.predict_probabilities(torch.stack(list(tensors)))
+        inference_ms = (time.perf_counter() - started) * 1000.0
+        self.metrics.batch_size.observe(len(tensors))
+        return [_Scored(probs[row], inference_ms, len(tensors)) for row in range(len(tensors))]
+
     # -- back on the event loop ------------------------------------------------------------
 
-    def _finish(self, outcome: BatchedResult | ApiError) -> ImageResult | ApiError:
-        value = outcome.value if isinstance(outcome, BatchedResult) else outcome
-        if isinstance(value, ApiError):
-            self.metrics.images.labels(value.code).inc()
-            return value
-        assert isinstance(outcome, BatchedResult) and isinstance(value, _Scored)
-        self.metrics.stage_latency.labels("queue").observe(outcome.queue_ms / 1000.0)
-        self.metrics.stage_latency.labels("inference").observe(value.inference_ms / 1000.0)
+    def _finish(self, outcome: tuple[BatchedResult, float] | ApiError) -> ImageResult | ApiError:
+        if isinstance(outcome, ApiError):
+            self.metrics.images.labels(outcome.code).inc()
+            return outcome
+        batched, decode_ms = outcome
+        scored: _Scored = batched.value
+        self.metrics.stage_latency.labels("queue").observe(batched.queue_ms / 1000.0)
+        self.metrics.stage_latency.labels("inference").observe(scored.inference_ms / 1000.0)
         self.metrics.images.labels("predicted").inc()
         return ImageResult(
-            prediction=self.classifier.interpret(value.probabilities),
-            decode_ms=value.decode_ms,
-            queue_ms=outcome.queue_ms,
-            inference_ms=value.inference_ms,
-            batch_size=value.batch_size,
+            prediction=self.classifier.interpret(scored.probabilities),
+            decode_ms=decode_ms,
+            queue_ms=batched.queue_ms,
+            inference_ms=scored.inference_ms,
+            batch_size=scored.batch_size,
         )
+
+
+def _with_decode_ms(result: BatchedResult, decode_ms: float) -> tuple[BatchedResult, float]:
+    return result, decode_ms

@@ -1,30 +1,34 @@
-"""What the service holds while it runs: the classifier, its batcher and decode threads, readiness.
+"""What the service holds while it runs: the classifier, batcher, decode lanes, budget, readiness.
 
 :meth:`ServiceRuntime.start` (called from the app's lifespan) loads the checkpoint once, starts
-the inference thread, sets its torch threads and warms it up with dummy batches of several sizes;
-only then does readiness turn true. :meth:`ServiceRuntime.stop` turns readiness off first, lets
-queued work finish, then releases the threads.
+the decode processes and the inference threads, sets their torch threads and warms them up with
+dummy batches of several sizes; only then does readiness turn true. A supervisor task restarts an
+inference thread that died (readiness 503 meanwhile). :meth:`ServiceRuntime.begin_drain` (on
+SIGTERM, see ``app.__main__``) turns readiness 503 while requests are still served;
+:meth:`ServiceRuntime.stop` lets queued work finish, then releases threads and processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import contextlib
 import logging
+import os
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from PIL import Image
 
+from app.admission import MemoryBudget
 from app.batcher import MicroBatcher
 from app.config import Settings
+from app.decoding import DecodeLanes
 from app.metrics import ServiceMetrics
 from app.pipeline import PredictionPipeline
 from model.checkpoint import CheckpointError
 from model.inference import Classifier
-from model.preprocessing import prepare_input
 
 logger = logging.getLogger("app")
 
@@ -34,6 +38,8 @@ logger = logging.getLogger("app")
 # (resnet18, batch 16, a busy Python thread beside it): 5 ms -> 721/811 ms per batch,
 # 0.5 ms -> 467/501 ms. Switching more often costs the Python side a few microseconds.
 GIL_SWITCH_INTERVAL_S = 0.0005
+SUPERVISE_EVERY_S = 0.5
+EXIT_WORKER_LOST = 70  # EX_SOFTWARE: an inference worker died and could not be restarted
 
 
 def warmup_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -56,8 +62,14 @@ class ServiceRuntime:
         self.classifier: Classifier | None = None
         self.batcher: MicroBatcher | None = None
         self.pipeline: PredictionPipeline | None = None
-        self.decode_pool: ThreadPoolExecutor | None = None
-        self.ready = False
+        self.lanes: DecodeLanes | None = None
+        self.inspect_pool: ThreadPoolExecutor | None = None
+        self.budget = MemoryBudget(settings.memory_budget_bytes, settings.admission_wait_s)
+        self.ready = False  # what /health/ready says
+        self.accepting = False  # whether predictions are taken (still true while draining)
+        self.draining = False
+        self.exit_code = 0
+        self._supervisor: asyncio.Task | None = None
         self.not_ready_reason = "the model is not loaded yet"
         self.load_seconds: float | None = None
         self.warmup_seconds: float | None = None
@@ -94,40 +106,82 @@ class ServiceRuntime:
         )
 
         self.not_ready_reason = "warming up"
-        self.decode_pool = ThreadPoolExecutor(
-            s.resolved_decode_threads, "decode", initializer=_single_threaded_torch
+        self.lanes = DecodeLanes(
+            classifier.spec,
+            max_pixels=s.max_image_pixels,
+            light_processes=s.resolved_decode_processes,
+            heavy_processes=s.heavy_decode_processes,
+            timeout_s=s.decode_timeout_s,
         )
+        self.inspect_pool = ThreadPoolExecutor(s.resolved_decode_processes, "inspect")
         self.pipeline = PredictionPipeline(
             classifier,
-            self.decode_pool,
+            self.lanes,
+            self.inspect_pool,
             self.metrics,
             max_pixels=s.max_image_pixels,
             max_batch_size=s.max_batch_size,
             max_wait_s=s.max_batch_wait_ms / 1000.0,
             queue_limit=s.queue_limit,
+            request_timeout_s=s.request_timeout_s,
         )
         self.batcher = self.pipeline.batcher
         self.metrics.track_queue_depth(lambda: self.batcher.queue_depth if self.batcher else 0)
+        self.metrics.track_memory(lambda: self.budget.in_use, self.budget.capacity)
         started = time.perf_counter()
         workers = s.resolved_inference_workers(classifier.device.type)
         self.threads_per_worker = max(1, s.resolved_torch_threads // workers)
+        await self.lanes.start()  # decode processes start and import their decoders now
         await self.batcher.start(thread_setup=self._setup_inference_thread, workers=workers)
         self.inference_workers = workers
-        # Decoder plugins and decode threads start now, not on the first request.
-        await asyncio.get_running_loop().run_in_executor(
-            self.decode_pool, prepare_input, _tiny_jpeg(), classifier.spec
-        )
         self.warmup_seconds = time.perf_counter() - started
         self.metrics.warmup_seconds.set(self.warmup_seconds)
-        self.ready = True
-        self.not_ready_reason = ""
-        self.metrics.ready.set(1)
+        self._supervisor = asyncio.create_task(self._supervise(), name="supervisor")
+        self._set_ready(True)
+        self.accepting = True
         logger.info(
-            "ready after %.2fs of warm-up: %d inference worker(s) x %d torch thread(s)",
+            "ready after %.2fs of warm-up: %d inference worker(s) x %d torch thread(s), "
+            "%d+%d decode processes, memory budget %d MiB",
             self.warmup_seconds,
             self.inference_workers,
             self.threads_per_worker,
+            s.resolved_decode_processes,
+            s.heavy_decode_processes,
+            s.memory_budget_mb,
         )
+
+    def _set_ready(self, ready: bool, reason: str = "") -> None:
+        self.ready = ready
+        self.not_ready_reason = reason
+        self.metrics.ready.set(1 if ready else 0)
+
+    async def _supervise(self) -> None:
+        """Restart inference threads that died; readiness is 503 while any is missing."""
+        assert self.batcher is not None
+        while True:
+            await asyncio.sleep(SUPERVISE_EVERY_S)
+            dead = self.batcher.dead_workers()
+            if not dead:
+                continue
+            self._set_ready(False, f"inference worker(s) {dead} died; restarting")
+            try:
+                for index in dead:
+                    await self.batcher.restart_worker(index)
+                    self.metrics.worker_restarts.inc()
+            except Exception:
+                logger.critical("could not restart an inference worker; exiting", exc_info=True)
+                self.exit_code = EXIT_WORKER_LOST
+                self.accepting = False
+                os.kill(os.getpid(), signal.SIGTERM)  # orderly shutdown, then exit non-zero
+                return
+            if not self.draining:
+                self._set_ready(True)
+
+    def begin_drain(self) -> None:
+        """SIGTERM: readiness 503 at once (load balancers stop sending), serving goes on."""
+        self.draining = True
+        self.metrics.draining.set(1)
+        self._set_ready(False, "shutting down (draining)")
 
     def _setup_inference_thread(self) -> None:
         """Runs on each inference thread before it takes work."""
@@ -140,13 +194,19 @@ class ServiceRuntime:
             torch.cuda.synchronize(self.classifier.device)
 
     async def stop(self) -> None:
-        self.ready = False
-        self.not_ready_reason = "shutting down"
-        self.metrics.ready.set(0)
+        """Finish what is queued, then release threads and processes."""
+        self._set_ready(False, "shutting down")
+        self.accepting = False
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
         if self.batcher is not None:
             await asyncio.to_thread(self.batcher.stop)
-        if self.decode_pool is not None:
-            self.decode_pool.shutdown(wait=True, cancel_futures=True)
+        if self.lanes is not None:
+            await asyncio.to_thread(self.lanes.stop)
+        if self.inspect_pool is not None:
+            self.inspect_pool.shutdown(wait=True, cancel_futures=True)
         if self._previous_switch_interval is not None:
             sys.setswitchinterval(self._previous_switch_interval)
 
@@ -157,15 +217,3 @@ def _set_torch_threads(n: int) -> None:
     change; ``get_num_threads`` forces that lazy init first so our value is the one that sticks."""
     torch.get_num_threads()
     torch.set_num_threads(n)
-
-
-def _single_threaded_torch() -> None:
-    """Decode threads touch torch only for a small HWC->CHW copy: no OpenMP team of their own
-    competing with the inference thread's for the cores."""
-    _set_torch_threads(1)
-
-
-def _tiny_jpeg() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (90, 140, 60)).save(buffer, format="JPEG")
-    return buffer.getvalue()

@@ -6,6 +6,11 @@ directly: a ``Content-Length`` over the limit is refused before a byte is read, 
 also counted as they arrive (chunked uploads have no length), so an oversized upload gets 413 as
 soon as it crosses the limit. File data stays in memory: images are small and go straight to the
 decoder.
+
+Every received byte is charged to the request's share of the memory budget as it arrives
+(:mod:`app.admission`), and the multipart structure itself is bounded: boundary length, bytes of
+each part's headers, number of parts. A file sent under another field name is not stored; it
+makes the answer say which field to use.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from app.admission import Charge
 from app.errors import ApiError
 
 # Room for the multipart framing and part headers around each file.
 PART_OVERHEAD_BYTES = 16 * 1024
-MAX_FIELD_BYTES = 16 * 1024  # other (non-file) form fields are ignored but still bounded
+MAX_BOUNDARY_LENGTH = 70  # RFC 2046 section 5.1.1
+MAX_PART_HEADER_BYTES = 8 * 1024  # all header lines of one part together
+EXTRA_PARTS = 16  # parts allowed beyond the files: other form fields a client may add
 
 
 @dataclass
@@ -36,6 +44,7 @@ class _Part:
     name: str = ""
     filename: str | None = None
     wanted: bool = False
+    has_disposition: bool = False
     size: int = 0
     chunks: list[bytes] = field(default_factory=list)
 
@@ -46,12 +55,12 @@ def body_limit(max_files: int, max_file_bytes: int) -> int:
 
 
 async def read_uploads(
-    request: Request, field_name: str, max_files: int, max_file_bytes: int
+    request: Request, field_name: str, max_files: int, max_file_bytes: int, charge: Charge
 ) -> list[Upload]:
     """The files sent as multipart field ``field_name``, in order.
 
-    Raises :class:`ApiError`: 415 not multipart, 413 body/file too large or too many files,
-    400 malformed body, 422 no file in ``field_name``.
+    Raises :class:`ApiError`: 415 not multipart; 413 body/file too large, too many files or
+    parts; 400 malformed body; 422 no file in ``field_name``; 503 memory budget busy.
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
@@ -63,6 +72,13 @@ async def read_uploads(
     boundary = params.get(b"boundary")
     if not boundary:
         raise ApiError(400, "invalid_multipart", "multipart/form-data body without a boundary")
+    if len(boundary) > MAX_BOUNDARY_LENGTH:
+        raise ApiError(
+            400,
+            "invalid_multipart",
+            f"the multipart boundary is {len(boundary)} characters long, over the "
+            f"{MAX_BOUNDARY_LENGTH} that RFC 2046 allows",
+        )
 
     limit = body_limit(max_files, max_file_bytes)
     declared = request.headers.get("content-length")
@@ -72,13 +88,14 @@ async def read_uploads(
         )
 
     collector = _Collector(field_name, max_files, max_file_bytes)
-    parser = MultipartParser(boundary, collector.callbacks())
     received = 0
     try:
+        parser = MultipartParser(boundary, collector.callbacks())
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
                 raise ApiError(413, "payload_too_large", f"request body is over {limit} bytes")
+            await charge.add(len(chunk))
             parser.write(chunk)
         parser.finalize()
     except FormParserError:
@@ -87,8 +104,12 @@ async def read_uploads(
         ) from None
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client went away mid-upload") from None
+    if not collector.finished:
+        raise ApiError(
+            400, "invalid_multipart", "the multipart/form-data body ends before its last boundary"
+        )
     if not collector.uploads:
-        raise ApiError(422, "missing_file", f"no file in multipart field {field_name!r}")
+        raise ApiError(422, "missing_file", collector.missing_file_message())
     return collector.uploads
 
 
@@ -100,7 +121,11 @@ class _Collector:
         self.max_files = max_files
         self.max_file_bytes = max_file_bytes
         self.uploads: list[Upload] = []
+        self.stray_fields: list[str] = []  # parts with data under another name (or none)
+        self.parts = 0
+        self.finished = False
         self._part = _Part()
+        self._header_bytes = 0
         self._header_name = b""
         self._header_value = b""
         self._disposition = b""
@@ -114,21 +139,52 @@ class _Collector:
             "on_headers_finished": self._on_headers_finished,
             "on_part_data": self._on_part_data,
             "on_part_end": self._on_part_end,
+            "on_end": self._on_end,
         }
 
+    def missing_file_message(self) -> str:
+        use = f"send the photo as multipart field {self.field_name!r}"
+        example = f" (curl -F {self.field_name}=@photo.jpg ...)"
+        if not self.stray_fields:
+            return f"no file in multipart field {self.field_name!r}: {use}{example}"
+        names = ", ".join(repr(n) if n else "a part without a Content-Disposition name"
+                          for n in dict.fromkeys(self.stray_fields))
+        return f"no file in multipart field {self.field_name!r}, but data came in {names}: " \
+            f"{use}{example}"
+
     def _on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.max_files + EXTRA_PARTS:
+            raise ApiError(
+                413,
+                "too_many_parts",
+                f"the body has more than {self.max_files + EXTRA_PARTS} multipart parts",
+            )
         self._part = _Part()
         self._disposition = b""
+        self._header_bytes = 0
+
+    def _count_header_bytes(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise ApiError(
+                400,
+                "invalid_multipart",
+                f"a multipart part's headers are over {MAX_PART_HEADER_BYTES} bytes",
+            )
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header_bytes(end - start)
         self._header_name += data[start:end]
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header_bytes(end - start)
         self._header_value += data[start:end]
 
     def _on_header_end(self) -> None:
         if self._header_name.lower() == b"content-disposition":
             self._disposition = self._header_value
+            self._part.has_disposition = True
         self._header_name = b""
         self._header_value = b""
 
@@ -154,10 +210,14 @@ class _Collector:
                     f"{self.max_file_bytes} bytes",
                 )
             part.chunks.append(data[start:end])
-        elif part.size > MAX_FIELD_BYTES:
-            raise ApiError(413, "payload_too_large", f"form field {part.name!r} is too large")
+        # Other parts are not kept: their bytes only count towards the body limit.
 
     def _on_part_end(self) -> None:
         part = self._part
         if part.wanted:
             self.uploads.append(Upload(part.filename, b"".join(part.chunks)))
+        elif part.size or part.filename is not None or not part.has_disposition:
+            self.stray_fields.append(part.name)
+
+    def _on_end(self) -> None:
+        self.finished = True

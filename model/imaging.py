@@ -41,6 +41,9 @@ class ImageDecodeError(ValueError):
         self.message = message
         self.status = status
 
+    def __reduce__(self):  # crosses process boundaries (decode processes) with its code intact
+        return (type(self), (self.code, self.message, self.status))
+
 
 def decode_image(
     source: bytes | str | os.PathLike,

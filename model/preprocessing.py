@@ -4,18 +4,25 @@ A photo is squashed to ``input_size`` x ``input_size`` (no centre crop: a tile i
 invasive when the plant appears anywhere in it, so cropping the edges would drop evidence), kept
 as uint8 until it reaches the device, and normalised there in a batch (:func:`normalize_batch`).
 Keeping uint8 until the last step makes queues and host-to-GPU copies four times smaller.
+
+Importing this module does not import torch: the service decodes uploads in separate processes
+that call :func:`prepare_pixels` and hand back a numpy array, and a torch import would cost each
+of them hundreds of MB. The functions that build tensors import torch when first called.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from model.imaging import DEFAULT_MAX_PIXELS, decode_image
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,12 +45,33 @@ def resize_for_model(img: Image.Image, input_size: int) -> Image.Image:
     return img.resize((input_size, input_size), Image.Resampling.BILINEAR)
 
 
+def image_to_pixels(img: Image.Image) -> np.ndarray:
+    """RGB PIL image -> writable uint8 array of shape (H, W, 3)."""
+    # np.array copies once into a writable array (np.asarray's view of a PIL image is
+    # read-only, which torch refuses to share).
+    return np.array(img, dtype=np.uint8)
+
+
+def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) array -> uint8 tensor of shape (3, H, W); the CHW layout is the one copy."""
+    import torch
+
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
 def image_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> uint8 tensor of shape (3, H, W)."""
-    # np.array copies once into a writable array (np.asarray's view of a PIL image is
-    # read-only, which torch refuses to share); the CHW layout costs the second and last copy.
-    arr = np.array(img, dtype=np.uint8)
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    return pixels_to_tensor(image_to_pixels(img))
+
+
+def prepare_pixels(
+    source: bytes | str | os.PathLike,
+    spec: PreprocessSpec,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Bytes or path -> the model-size uint8 (S, S, 3) array, without touching torch."""
+    img = decode_image(source, min_size=spec.input_size, max_pixels=max_pixels)
+    return image_to_pixels(resize_for_model(img, spec.input_size))
 
 
 def prepare_input(
@@ -52,14 +80,16 @@ def prepare_input(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> torch.Tensor:
     """Bytes or path -> the uint8 (3, S, S) tensor the model's batch is made of."""
-    img = decode_image(source, min_size=spec.input_size, max_pixels=max_pixels)
-    return image_to_tensor(resize_for_model(img, spec.input_size))
+    return pixels_to_tensor(prepare_pixels(source, spec, max_pixels))
 
 
 def normalize_batch(
-    batch: torch.Tensor, spec: PreprocessSpec, dtype: torch.dtype = torch.float32
+    batch: torch.Tensor, spec: PreprocessSpec, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """uint8 (N, 3, S, S) on any device -> normalised float batch on that device."""
+    """uint8 (N, 3, S, S) on any device -> normalised float batch (``dtype``, default float32)."""
+    import torch
+
+    dtype = dtype or torch.float32
     mean = torch.tensor(spec.mean, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
     out = (batch.float() / 255.0 - mean) / std

@@ -16,9 +16,13 @@ def get_runtime(request: Request) -> ServiceRuntime:
 
 
 def ready_pipeline(request: Request) -> PredictionPipeline:
-    """The pipeline, or 503 ``model_not_ready`` while loading, warming up or shutting down."""
+    """The pipeline, or 503 ``model_not_ready`` while loading, warming up or shutting down.
+
+    While draining after SIGTERM readiness is already 503 but predictions are still served:
+    requests a load balancer sent before it noticed must not be lost.
+    """
     runtime: ServiceRuntime = request.app.state.runtime
-    if not runtime.ready or runtime.pipeline is None:
+    if not runtime.accepting or runtime.pipeline is None:
         raise ApiError(
             503,
             "model_not_ready",

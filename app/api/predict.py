@@ -70,8 +70,11 @@ async def predict(
     runtime: Runtime,
 ) -> PredictionResponse:
     pipeline.check_capacity(1)
-    uploads = await read_uploads(request, "file", 1, runtime.settings.max_upload_bytes)
-    (outcome,) = await pipeline.predict([uploads[0].data])
+    async with runtime.budget.charge() as charge:
+        uploads = await read_uploads(
+            request, "file", 1, runtime.settings.max_upload_bytes, charge
+        )
+        (outcome,) = await pipeline.predict([uploads[0].data], charge)
     if isinstance(outcome, ApiError):
         raise outcome
     return _prediction_body(outcome, pipeline)
@@ -94,10 +97,11 @@ async def predict_batch(
 ) -> BatchResponse:
     settings = runtime.settings
     pipeline.check_capacity(1)
-    uploads = await read_uploads(
-        request, "files", settings.max_batch_files, settings.max_upload_bytes
-    )
-    outcomes = await pipeline.predict([upload.data for upload in uploads])
+    async with runtime.budget.charge() as charge:
+        uploads = await read_uploads(
+            request, "files", settings.max_batch_files, settings.max_upload_bytes, charge
+        )
+        outcomes = await pipeline.predict([upload.data for upload in uploads], charge)
     items = []
     for index, (upload, outcome) in enumerate(zip(uploads, outcomes, strict=True)):
         if isinstance(outcome, ApiError):

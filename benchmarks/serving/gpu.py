@@ -44,7 +44,7 @@ def gpu_config(
         ceiling_seconds=2.0,
         ceiling_decode_threads=cores,
         max_batch_size=GPU_MAX_BATCH,
-        service_env={"INVASIVE_DECODE_THREADS": str(cores), "INVASIVE_QUEUE_LIMIT": "1024"},
+        service_env={"INVASIVE_DECODE_PROCESSES": str(cores), "INVASIVE_QUEUE_LIMIT": "1024"},
         litserve_workers=GPU_LITSERVE_WORKERS,
     )
     if dry_run:

@@ -57,7 +57,7 @@ def isolated_settings(checkpoint: Path, **overrides) -> Settings:
         precision="fp32",
         max_batch_size=8,
         torch_threads=1,
-        decode_threads=2,
+        decode_processes=2,
     )
     values.update(overrides)
     return EnvironmentFreeSettings(**values)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.batcher import MicroBatcher, QueueFullError
+from app.batcher import BatchFailedError, MicroBatcher, QueueFullError
 
 
 class FakeModel:
@@ -144,7 +144,7 @@ def test_model_failure_fails_that_batch_only():
     batcher = MicroBatcher(flaky, max_batch_size=4, max_wait_s=0.0, queue_limit=8)
 
     async def twice():
-        with pytest.raises(RuntimeError, match="boom"):
+        with pytest.raises(BatchFailedError, match="boom"):
             await batcher.submit([image(1)])
         return await batcher.submit([image(2)])
 
@@ -190,3 +190,82 @@ def test_several_workers_run_batches_side_by_side():
 
     assert asyncio.run(main()) == list(range(6))
     assert threads_seen == {"inference-0", "inference-1"}
+
+
+def test_requests_cancelled_while_queued_do_not_kill_the_worker():
+    # A worker that takes only cancelled items used to index batch[0] of an empty list and die,
+    # leaving later requests waiting forever.
+    gate = threading.Event()
+    fake = FakeModel(gate=gate)
+    batcher = MicroBatcher(fake, max_batch_size=4, max_wait_s=0.0, queue_limit=16)
+
+    async def cancel_queued_then_submit():
+        running = asyncio.create_task(batcher.submit([image(0)]))
+        await asyncio.to_thread(fake.entered.wait, 5)  # the worker is busy with item 0
+        queued = [asyncio.create_task(batcher.submit([image(i)])) for i in (1, 2, 3)]
+        await asyncio.sleep(0.02)
+        for task in queued:
+            task.cancel()  # e.g. request timeout or client gone, while queued
+        await asyncio.gather(*queued, return_exceptions=True)
+        gate.set()
+        await running
+        await asyncio.sleep(0.05)  # the worker now takes the cancelled items: an empty batch
+        assert batcher.dead_workers() == []
+        (later,) = await asyncio.wait_for(batcher.submit([image(9)]), 5)
+        return later
+
+    later = run(cancel_queued_then_submit, batcher)
+    assert later.value[0] == 9
+    assert sum(fake.batch_sizes) == 2, "cancelled items never reach the model"
+
+
+def test_stop_finishes_what_is_queued():
+    gate = threading.Event()
+    fake = FakeModel(gate=gate)
+    batcher = MicroBatcher(fake, max_batch_size=2, max_wait_s=0.0, queue_limit=16)
+
+    async def main():
+        await batcher.start()
+        tasks = [asyncio.create_task(batcher.submit([image(i)])) for i in range(5)]
+        await asyncio.to_thread(fake.entered.wait, 5)
+        stopping = asyncio.create_task(asyncio.to_thread(batcher.stop, 10))
+        await asyncio.sleep(0.05)
+        with pytest.raises(QueueFullError, match="shutting down"):
+            await batcher.submit([image(99)])  # no new work once stopping
+        gate.set()
+        await stopping
+        return [r[0].value[0] for r in await asyncio.gather(*tasks)]
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+    assert sum(fake.batch_sizes) == 5
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_dead_worker_answers_its_batch_is_reported_and_restarted():
+    calls = itertools.count()
+
+    def dies_once(items: list[torch.Tensor]) -> list[int]:
+        if next(calls) == 0:
+            raise SystemExit("a BaseException ends the thread")
+        return [int(t[0, 0, 0]) for t in items]
+
+    batcher = MicroBatcher(dies_once, max_batch_size=1, max_wait_s=0.0, queue_limit=8)
+
+    async def main():
+        await batcher.start(workers=1)
+        try:
+            with pytest.raises(BatchFailedError, match="worker died"):
+                await asyncio.wait_for(batcher.submit([image(1)]), 5)
+            for _ in range(50):  # the thread ends just after answering its batch
+                if batcher.dead_workers():
+                    break
+                await asyncio.sleep(0.01)
+            assert batcher.dead_workers() == [0]
+            await batcher.restart_worker(0)
+            assert batcher.dead_workers() == []
+            return await asyncio.wait_for(batcher.submit([image(2)]), 5)
+        finally:
+            batcher.stop()
+
+    (result,) = asyncio.run(main())
+    assert result.value == 2

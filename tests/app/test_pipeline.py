@@ -1,49 +1,92 @@
-"""The pipeline on its own, in both decode placements: in the batch (CPU) and per request (CUDA)."""
+"""The pipeline on its own: inspect -> admit -> decode (real decode processes) -> batch -> infer."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from app.admission import MemoryBudget
+from app.decoding import DecodeLanes
 from app.errors import ApiError
 from app.metrics import ServiceMetrics
 from app.pipeline import ImageResult, PredictionPipeline
 from tests.app.conftest import expected_probabilities
 from tests.app.images import jpeg_bytes
 
+MB = 1024 * 1024
 
-def run_pipeline(classifier, decode_in_batch: bool, scenario, max_batch_size: int = 8):
+
+def big_png(side: int = 5000) -> bytes:
+    """A valid, smooth PNG that is small on disk and slow to decode (tens of MP)."""
+    ramp = np.linspace(0, 255, side, dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.tile(ramp, (side, 1)), "L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_pipeline(
+    classifier,
+    scenario,
+    *,
+    max_batch_size: int = 8,
+    budget_mb: int = 256,
+    decode_timeout_s: float = 10.0,
+    request_timeout_s: float = 30.0,
+    process=None,
+):
     async def main():
-        with ThreadPoolExecutor(2) as pool:
+        lanes = DecodeLanes(
+            classifier.spec,
+            max_pixels=50_000_000,
+            light_processes=2,
+            heavy_processes=1,
+            timeout_s=decode_timeout_s,
+        )
+        await lanes.start()
+        with ThreadPoolExecutor(2) as inspect_pool:
             pipeline = PredictionPipeline(
                 classifier,
-                pool,
+                lanes,
+                inspect_pool,
                 ServiceMetrics(),
-                max_pixels=10_000_000,
+                max_pixels=50_000_000,
                 max_batch_size=max_batch_size,
                 max_wait_s=0.05,
                 queue_limit=64,
-                decode_in_batch=decode_in_batch,
+                request_timeout_s=request_timeout_s,
             )
+            if process is not None:
+                pipeline.batcher._process = process
+            budget = MemoryBudget(budget_mb * MB, wait_s=0.2)
             await pipeline.batcher.start()
             try:
-                return await scenario(pipeline)
+                return await scenario(pipeline, budget)
             finally:
                 pipeline.batcher.stop()
+                lanes.stop()
 
     return asyncio.run(main())
 
 
-@pytest.mark.parametrize("decode_in_batch", [True, False])
-def test_good_and_bad_images_keep_their_places(reference_classifier, decode_in_batch):
+async def predict(pipeline, budget, images):
+    async with budget.charge() as charge:
+        return await pipeline.predict(images, charge)
+
+
+def test_good_and_bad_images_keep_their_places(reference_classifier):
     images = [jpeg_bytes(seed=1), b"", b"not an image", jpeg_bytes(seed=2)]
 
-    async def scenario(pipeline):
-        return await pipeline.predict(images)
+    async def scenario(pipeline, budget):
+        results = await predict(pipeline, budget, images)
+        assert budget.in_use == 0, "everything charged is given back"
+        return results
 
-    results = run_pipeline(reference_classifier, decode_in_batch, scenario)
+    results = run_pipeline(reference_classifier, scenario)
     assert [type(r) for r in results] == [ImageResult, ApiError, ApiError, ImageResult]
     assert [r.code for r in results[1:3]] == ["empty_file", "unsupported_media_type"]
     for result, data in ((results[0], images[0]), (results[3], images[3])):
@@ -53,16 +96,13 @@ def test_good_and_bad_images_keep_their_places(reference_classifier, decode_in_b
         )
 
 
-@pytest.mark.parametrize("decode_in_batch", [True, False])
-def test_concurrent_requests_are_batched_and_get_their_own_rows(
-    reference_classifier, decode_in_batch
-):
+def test_concurrent_requests_are_batched_and_get_their_own_rows(reference_classifier):
     images = [jpeg_bytes(seed=40 + i) for i in range(12)]
 
-    async def scenario(pipeline):
-        return await asyncio.gather(*(pipeline.predict([data]) for data in images))
+    async def scenario(pipeline, budget):
+        return await asyncio.gather(*(predict(pipeline, budget, [data]) for data in images))
 
-    results = [r[0] for r in run_pipeline(reference_classifier, decode_in_batch, scenario)]
+    results = [r[0] for r in run_pipeline(reference_classifier, scenario)]
     assert max(r.batch_size for r in results) > 1
     for result, data in zip(results, images, strict=True):
         assert list(result.prediction.probabilities.values()) == pytest.approx(
@@ -70,15 +110,89 @@ def test_concurrent_requests_are_batched_and_get_their_own_rows(
         )
 
 
-def test_placement_follows_the_device(reference_classifier):
-    with ThreadPoolExecutor(1) as pool:
-        pipeline = PredictionPipeline(
-            reference_classifier,
-            pool,
-            ServiceMetrics(),
-            max_pixels=1000,
-            max_batch_size=2,
-            max_wait_s=0.0,
-            queue_limit=4,
+def test_slow_decode_fails_alone_and_its_process_is_replaced(reference_classifier):
+    slow = big_png()
+
+    async def scenario(pipeline, budget):
+        slow_result, ordinary = await asyncio.gather(
+            predict(pipeline, budget, [slow]), predict(pipeline, budget, [jpeg_bytes(seed=3)])
         )
-    assert reference_classifier.device.type == "cpu" and pipeline.decode_in_batch
+        again = await predict(pipeline, budget, [slow, jpeg_bytes(seed=4)])
+        return slow_result[0], ordinary[0], again, pipeline.lanes.timeouts
+
+    slow_result, ordinary, again, timeouts = run_pipeline(
+        reference_classifier, scenario, decode_timeout_s=0.05
+    )
+    assert isinstance(slow_result, ApiError) and slow_result.code == "decode_timeout"
+    assert slow_result.status == 422
+    assert isinstance(ordinary, ImageResult)
+    assert [type(r) for r in again] == [ApiError, ImageResult], "the heavy lane came back"
+    assert timeouts == 2
+
+
+def test_image_over_the_whole_budget_is_413_and_budget_busy_is_503(reference_classifier):
+    huge = big_png(4000)  # 16 MP: more than a 16 MiB budget can ever hold
+
+    async def scenario(pipeline, budget):
+        (alone,) = await predict(pipeline, budget, [huge])
+        async with budget.charge() as hog:
+            await hog.add(budget.capacity - 64 * 1024)  # another request holds nearly all
+            with pytest.raises(ApiError) as busy:
+                await predict(pipeline, budget, [jpeg_bytes((800, 600), seed=5)])
+        (after,) = await predict(pipeline, budget, [jpeg_bytes((800, 600), seed=5)])
+        return alone, busy.value, after
+
+    alone, busy, after = run_pipeline(reference_classifier, scenario, budget_mb=16)
+    assert isinstance(alone, ApiError) and (alone.status, alone.code) == (413, "image_too_large")
+    assert (busy.status, busy.code) == (503, "at_capacity")
+    assert busy.headers == {"Retry-After": "1"}
+    assert isinstance(after, ImageResult), "once the memory is back, work is admitted again"
+
+
+def test_request_timeout_is_503_and_cancels_its_queued_work(reference_classifier):
+    import threading
+
+    release = threading.Event()
+    real = None
+
+    def stalled(tensors):
+        release.wait(10)
+        return real(tensors)
+
+    async def scenario(pipeline, budget):
+        nonlocal real
+        real = pipeline._score
+        with pytest.raises(ApiError) as timed_out:
+            await predict(pipeline, budget, [jpeg_bytes(seed=6)])
+        release.set()
+        (later,) = await predict(pipeline, budget, [jpeg_bytes(seed=7)])
+        return timed_out.value, later
+
+    timed_out, later = run_pipeline(
+        reference_classifier, scenario, request_timeout_s=0.5, process=stalled
+    )
+    assert (timed_out.status, timed_out.code) == (503, "request_timeout")
+    assert isinstance(later, ImageResult)
+
+
+def test_model_failure_is_500_inference_failed_and_the_next_request_works(reference_classifier):
+    calls = []
+    real = None
+
+    def flaky(tensors):
+        calls.append(len(tensors))
+        if len(calls) == 1:
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return real(tensors)
+
+    async def scenario(pipeline, budget):
+        nonlocal real
+        real = pipeline._score
+        with pytest.raises(ApiError) as failed:
+            await predict(pipeline, budget, [jpeg_bytes(seed=8)])
+        (later,) = await predict(pipeline, budget, [jpeg_bytes(seed=9)])
+        return failed.value, later
+
+    failed, later = run_pipeline(reference_classifier, scenario, process=flaky)
+    assert (failed.status, failed.code) == (500, "inference_failed")
+    assert isinstance(later, ImageResult)

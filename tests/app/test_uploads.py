@@ -7,8 +7,9 @@ import asyncio
 import pytest
 from starlette.requests import Request
 
+from app.admission import MemoryBudget
 from app.errors import ApiError
-from app.uploads import body_limit, read_uploads
+from app.uploads import MAX_PART_HEADER_BYTES, body_limit, read_uploads
 
 BOUNDARY = "testboundary"
 
@@ -45,9 +46,29 @@ class StreamedRequest:
 
 
 def read(
-    streamed: StreamedRequest, field: str = "file", max_files: int = 1, max_bytes: int = 10_000
+    streamed: StreamedRequest,
+    field: str = "file",
+    max_files: int = 1,
+    max_bytes: int = 10_000,
+    budget: MemoryBudget | None = None,
 ):
-    return asyncio.run(read_uploads(streamed.request, field, max_files, max_bytes))
+    budget = budget or MemoryBudget(1 << 30, wait_s=0.0)
+
+    async def main():
+        async with budget.charge() as charge:
+            uploads = await read_uploads(streamed.request, field, max_files, max_bytes, charge)
+            assert budget.in_use >= sum(len(u.data) for u in uploads), "received bytes charged"
+            return uploads
+
+    uploads = asyncio.run(main())
+    assert budget.in_use == 0, "the charge is given back when the request ends"
+    return uploads
+
+
+def error_of(streamed: StreamedRequest, **kwargs) -> ApiError:
+    with pytest.raises(ApiError) as err:
+        read(streamed, **kwargs)
+    return err.value
 
 
 def test_reads_files_in_order_with_names_and_ignores_other_fields():
@@ -103,3 +124,58 @@ def test_missing_boundary_and_missing_field():
     with pytest.raises(ApiError) as err:
         read(StreamedRequest(multipart(("other", "x.jpg", b"1"))))
     assert (err.value.status, err.value.code) == (422, "missing_file")
+
+
+def test_boundary_longer_than_rfc_2046_allows_is_400_not_500():
+    streamed = StreamedRequest(b"")
+    streamed.request.scope["headers"] = [
+        (b"content-type", b"multipart/form-data; boundary=" + b"b" * 300)
+    ]
+    err = error_of(streamed)
+    assert (err.status, err.code) == (400, "invalid_multipart")
+    assert "70" in err.message
+
+
+def test_body_cut_before_the_closing_boundary_is_400():
+    body = multipart(("file", "a.jpg", b"A" * 100))
+    err = error_of(StreamedRequest(body[:-30]))
+    assert (err.status, err.code) == (400, "invalid_multipart")
+
+
+def test_oversized_part_headers_are_400():
+    body = (
+        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n"
+        f"X-Padding: {'p' * (MAX_PART_HEADER_BYTES + 10)}\r\n\r\nAAAA\r\n--{BOUNDARY}--\r\n"
+    ).encode()
+    err = error_of(StreamedRequest(body))
+    assert (err.status, err.code) == (400, "invalid_multipart")
+
+
+def test_too_many_parts_is_413_even_if_they_are_not_files():
+    body = multipart(*[("note", None, b"x") for _ in range(40)])
+    err = error_of(StreamedRequest(body), field="files", max_files=3)
+    assert (err.status, err.code) == (413, "too_many_parts")
+
+
+@pytest.mark.parametrize("size", [10, 50_000])
+def test_photo_under_the_wrong_field_name_is_422_naming_the_right_one(size):
+    # Large or small, a file under another name is not stored and not a 413: the user needs
+    # to know which field to use.
+    body = multipart(("image", "photo.jpg", b"J" * size))
+    err = error_of(StreamedRequest(body), max_bytes=60_000)
+    assert (err.status, err.code) == (422, "missing_file")
+    assert "'image'" in err.message and "'file'" in err.message
+
+
+def test_part_without_content_disposition_is_422_missing_file():
+    body = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\nJJJJ\r\n--{BOUNDARY}--\r\n"
+    err = error_of(StreamedRequest(body.encode()))
+    assert (err.status, err.code) == (422, "missing_file")
+    assert "Content-Disposition" in err.message
+
+
+def test_upload_bigger_than_the_whole_memory_budget_is_413():
+    body = multipart(("file", "a.jpg", b"A" * 8000))
+    err = error_of(StreamedRequest(body), budget=MemoryBudget(4096, wait_s=0.0))
+    assert (err.status, err.code) == (413, "payload_too_large")
+    assert "memory budget" in err.message

@@ -89,7 +89,7 @@ def running_api(
         INVASIVE_PORT=str(port),
         INVASIVE_CHECKPOINT=str(demo_checkpoint),
         INVASIVE_TORCH_THREADS="1",  # two cores shared by the whole suite
-        INVASIVE_DECODE_THREADS="1",
+        INVASIVE_DECODE_PROCESSES="1",
     )
     executable = shutil.which(ENTRY_COMMAND[0], path=env["PATH"])
     assert executable, f"{ENTRY_COMMAND[0]} is not installed (pip install -e .)"

@@ -15,7 +15,7 @@ def test_gpu_run_is_sized_for_a_gpu_host_and_fits_its_time_box():
     assert cfg.arch == "resnet50"
     assert cfg.batch_settings()[0] == 64
     assert max(cfg.concurrency) >= 2 * cfg.batch_settings()[0]  # batches can fill
-    assert cfg.service_env["INVASIVE_DECODE_THREADS"] == "16"
+    assert cfg.service_env["INVASIVE_DECODE_PROCESSES"] == "16"
     assert cfg.ceiling_decode_threads == 16
     assert int(cfg.service_env["INVASIVE_QUEUE_LIMIT"]) >= max(cfg.concurrency)
     # cells + ceiling, without start-up and settling: leave most of the 8 minutes for those

@@ -1,0 +1,137 @@
+"""Admission by cost: every request's memory is charged against one budget before it is spent.
+
+Counting requests or files does not bound memory: a 112 KB PNG can decode to 300 MB, and 32
+files of 20 MiB are 640 MB of upload. So a request charges what it will hold, as it goes: the
+upload bytes as they are received, and each image's decoded size (read from its header by
+``model.inspection``) just before that image is decoded, released once the decode is done. Work
+that does not fit waits (first come, first served) up to ``wait_s`` for others to finish, then
+is refused with 503 + ``Retry-After``; a request that could never fit, even alone, gets 413.
+
+All of it runs on the event loop: no locks, the waiters are futures in a FIFO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from types import TracebackType
+
+from app.errors import ApiError
+
+RETRY_AFTER_SECONDS = "1"
+
+
+class MemoryBudget:
+    """Bytes that the requests in flight may hold together."""
+
+    def __init__(self, capacity_bytes: int, wait_s: float) -> None:
+        self.capacity = capacity_bytes
+        self.wait_s = wait_s
+        self.in_use = 0
+        self.peak = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+
+    def charge(self) -> Charge:
+        """A new, empty charge for one request (``async with budget.charge() as charge``)."""
+        return Charge(self)
+
+    async def _acquire(self, n: int) -> None:
+        if not self._waiters and self.in_use + n <= self.capacity:
+            self._take(n)
+            return
+        future = asyncio.get_running_loop().create_future()
+        entry = (n, future)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.wait_s)
+        except BaseException:  # timed out or cancelled: give back what was granted meanwhile
+            if future.done() and not future.cancelled():
+                self._release(n)
+            else:
+                future.cancel()
+                self._remove(entry)
+            raise
+        # granted by _wake: the bytes are already counted as ours
+
+    def _take(self, n: int) -> None:
+        self.in_use += n
+        self.peak = max(self.peak, self.in_use)
+
+    def _release(self, n: int) -> None:
+        self.in_use -= n
+        self._wake()
+
+    def _wake(self) -> None:
+        """Grant waiters in arrival order while the head fits (no overtaking: no starvation)."""
+        while self._waiters:
+            n, future = self._waiters[0]
+            if future.done():
+                self._waiters.popleft()
+                continue
+            if self.in_use + n > self.capacity:
+                return
+            self._waiters.popleft()
+            self._take(n)
+            future.set_result(None)
+
+    def _remove(self, entry: tuple[int, asyncio.Future]) -> None:
+        with contextlib.suppress(ValueError):  # already granted and popped
+            self._waiters.remove(entry)
+        self._wake()  # the head may have been the one blocking the others
+
+
+class Charge:
+    """What one request holds of the budget; everything is given back when it ends."""
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    async def add(
+        self, n: int, what: str = "the request", too_large_code: str = "payload_too_large"
+    ) -> None:
+        """Hold ``n`` more bytes, waiting for room; 413 ``too_large_code`` if this request
+        alone could never fit, 503 ``at_capacity`` if no room came within the wait."""
+        if n <= 0:
+            return
+        if self.held + n > self.budget.capacity:
+            raise ApiError(
+                413,
+                too_large_code,
+                f"{what} needs {_mb(self.held + n)} of memory, over the service's memory "
+                f"budget of {_mb(self.budget.capacity)} (INVASIVE_MEMORY_BUDGET_MB)",
+            )
+        try:
+            await self.budget._acquire(n)
+        except TimeoutError:
+            raise ApiError(
+                503,
+                "at_capacity",
+                f"the service's memory budget is in use by other requests ({what} needs "
+                f"{_mb(n)}); retry shortly",
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            ) from None
+        self.held += n
+
+    def give_back(self, n: int) -> None:
+        """Return ``n`` bytes early (e.g. an image's decode memory once it is decoded)."""
+        n = min(n, self.held)
+        if n > 0:
+            self.held -= n
+            self.budget._release(n)
+
+    async def __aenter__(self) -> Charge:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.give_back(self.held)
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"

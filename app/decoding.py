@@ -1,0 +1,125 @@
+"""Decode uploads in worker processes, each image under a time budget, in two lanes.
+
+Why processes: a thread cannot be stopped, so a decoder stuck for 20 s on a crafted JPEG would
+hold its thread (and a core) however we time it out. A process can be killed: each image gets
+``timeout_s`` of decoding, after which its process is killed, replaced (a fork of a small
+pre-imported server, milliseconds) and the image answered with 422 ``decode_timeout``. pebble's
+``ProcessPool`` does exactly that (per-task timeout, kill, replace), so we use it.
+
+Why two lanes: ``model.inspection`` says from the header what an image will cost. Ordinary
+photos (plain JPEG/PNG/WebP of modest decoded size) go to the light lane, one process per CPU;
+everything costly (large decoded size, many scans, HEIC, TIFF, ...) to the heavy lane, by
+default one process running at lower CPU priority. So expensive files queue behind each other,
+never in front of ordinary photos, and take the CPU mostly when nothing else wants it.
+
+Decoding happens here on both CPU and CUDA hosts (one placement policy): the inference threads
+only stack decoded arrays and run the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import io
+import logging
+import multiprocessing
+
+import numpy as np
+from pebble import ProcessExpired, ProcessPool
+from PIL import Image
+
+from app.decode_worker import decode_upload, start_decoder
+from app.errors import ApiError
+from model.imaging import ImageDecodeError
+from model.preprocessing import PreprocessSpec
+
+logger = logging.getLogger("app.decoding")
+
+HEAVY_LANE_NICENESS = 10  # CFS weight ~1/10 of the model's threads when both want a core
+
+
+class DecodeLanes:
+    """The light and heavy decode process pools, and the per-image time budget."""
+
+    def __init__(
+        self,
+        spec: PreprocessSpec,
+        *,
+        max_pixels: int,
+        light_processes: int,
+        heavy_processes: int,
+        timeout_s: float,
+    ) -> None:
+        self.spec = spec
+        self.max_pixels = max_pixels
+        self.timeout_s = timeout_s
+        self.light_processes = light_processes
+        self.heavy_processes = heavy_processes
+        self.timeouts = 0
+        self.crashes = 0
+        self._light: ProcessPool | None = None
+        self._heavy: ProcessPool | None = None
+
+    async def start(self) -> None:
+        """Start both pools and run one image through every process (imports done now)."""
+        # forkserver: processes fork from a fresh, small server that pre-imported the decoder,
+        # never from this process (torch threads and CUDA do not survive a fork).
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["app.decode_worker"])
+        self._light = ProcessPool(
+            self.light_processes, initializer=start_decoder, initargs=(0,), context=context
+        )
+        self._heavy = ProcessPool(
+            self.heavy_processes,
+            initializer=start_decoder,
+            initargs=(HEAVY_LANE_NICENESS,),
+            context=context,
+        )
+        tiny = _tiny_jpeg()
+        await asyncio.gather(
+            *(self.decode(tiny, heavy=False) for _ in range(self.light_processes)),
+            *(self.decode(tiny, heavy=True) for _ in range(self.heavy_processes)),
+        )
+
+    def stop(self) -> None:
+        for pool in (self._light, self._heavy):
+            if pool is not None:
+                pool.stop()
+                pool.join(timeout=10)
+
+    async def decode(self, data: bytes, heavy: bool) -> np.ndarray:
+        """The model-size (S, S, 3) uint8 pixels of ``data``.
+
+        Raises :class:`ImageDecodeError` for a bad image, :class:`ApiError` 422
+        ``decode_timeout`` when decoding ran out of time. Cancelling the call kills the decode.
+        """
+        pool = self._heavy if heavy else self._light
+        assert pool is not None, "DecodeLanes.start() was not awaited"
+        future = pool.schedule(
+            decode_upload, args=(data, self.spec, self.max_pixels), timeout=self.timeout_s
+        )
+        try:
+            return await asyncio.wrap_future(future)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            self.timeouts += 1
+            raise ApiError(
+                422,
+                "decode_timeout",
+                f"the image took longer than {self.timeout_s:g} s to decode "
+                "(INVASIVE_DECODE_TIMEOUT_S); its structure is too costly to decode",
+            ) from None
+        except ProcessExpired as exc:  # the decoder crashed or was killed (e.g. out of memory)
+            self.crashes += 1
+            logger.warning("a decode process died on an upload: %s", exc)
+            raise ImageDecodeError(
+                "corrupt_image", "the image could not be decoded (the decoder crashed on it)"
+            ) from None
+        except asyncio.CancelledError:
+            future.cancel()  # pebble stops the process running it
+            raise
+
+
+def _tiny_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1), (90, 140, 60)).save(buffer, format="JPEG")  # fits any pixel limit
+    return buffer.getvalue()

@@ -1,0 +1,94 @@
+"""Graceful drain with a real process: SIGTERM -> readiness 503 -> still serving -> port closes.
+
+A client polls readiness and keeps sending predictions on fresh connections while the service
+is told to stop. Every request that reached the service must get its answer; only requests
+that could not connect at all (the port already closed) may fail.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+
+from tests.app.images import jpeg_bytes
+from tests.hostile.server import running_service
+
+DRAIN_S = 2.0
+
+
+def test_sigterm_drains_before_the_port_closes(service_checkpoint):
+    events: list[tuple[float, str, str]] = []  # (time, kind, outcome)
+    stop = threading.Event()
+
+    def poll_ready(base: str) -> None:
+        while not stop.is_set():
+            try:
+                status = httpx.get(f"{base}/health/ready", timeout=5).status_code
+                events.append((time.monotonic(), "ready", str(status)))
+            except httpx.ConnectError:
+                events.append((time.monotonic(), "ready", "refused"))
+            except httpx.TransportError as exc:  # reached the server, got no answer
+                events.append((time.monotonic(), "ready", f"lost:{type(exc).__name__}"))
+            time.sleep(0.05)
+
+    def predict_loop(base: str, seed: int) -> None:
+        photo = jpeg_bytes((320, 240), seed=seed)
+        while not stop.is_set():
+            try:
+                response = httpx.post(
+                    f"{base}/v1/predict", files={"file": ("p.jpg", photo)}, timeout=30
+                )
+                events.append((time.monotonic(), "predict", str(response.status_code)))
+            except httpx.ConnectError:
+                events.append((time.monotonic(), "predict", "refused"))
+                time.sleep(0.05)
+            except httpx.TransportError as exc:
+                events.append((time.monotonic(), "predict", f"lost:{type(exc).__name__}"))
+
+    started = time.monotonic()
+    with running_service(service_checkpoint, drain_seconds=str(DRAIN_S)) as service:
+        print(f"\nservice ready in {time.monotonic() - started:.1f}s")
+        threads = [threading.Thread(target=poll_ready, args=(service.base_url,))]
+        threads += [
+            threading.Thread(target=predict_loop, args=(service.base_url, seed)) for seed in (1, 2)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        sigterm_at = time.monotonic()
+        service.process.send_signal(signal.SIGTERM)  # the main process only, like docker stop
+        service.process.wait(timeout=60)
+        exited_at = time.monotonic()
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=40)
+        log = service.log()
+
+    def first(kind: str, outcome: str) -> float | None:
+        times = [t for t, k, o in events if k == kind and o == outcome and t > sigterm_at]
+        return min(times) if times else None
+
+    not_ready_at = first("ready", "503")
+    refused_at = first("ready", "refused")
+    served_while_draining = [
+        o for t, k, o in events if k == "predict" and not_ready_at and t > not_ready_at
+    ]
+    print(
+        f"SIGTERM at +0.00s; readiness 503 at +{(not_ready_at or 0) - sigterm_at:.2f}s; "
+        f"port refused at +{(refused_at or 0) - sigterm_at:.2f}s; exited at "
+        f"+{exited_at - sigterm_at:.2f}s; {served_while_draining.count('200')} predictions "
+        f"answered 200 while draining; {len(events)} client events"
+    )
+    assert not_ready_at is not None, "readiness never said 503 after SIGTERM"
+    assert refused_at is None or not_ready_at < refused_at, "port closed before readiness 503"
+    assert not_ready_at - sigterm_at < 1.0
+    assert served_while_draining.count("200") >= 2, "predictions must go on while draining"
+    assert exited_at - sigterm_at >= DRAIN_S, "the drain period was cut short"
+    outcomes = {o for _, k, o in events if k == "predict"}
+    assert outcomes <= {"200", "refused"}, f"an accepted request was lost or refused: {outcomes}"
+    assert service.process.returncode in (0, -signal.SIGTERM)
+    assert "Traceback" not in log, log
+    assert "Application shutdown complete" in log
