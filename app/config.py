@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     public_docs: bool | None = Field(
         None,
         description="whether /docs and /openapi.json are public; unset: public unless "
-        "INVASIVE_API_KEY is set, in which case they need the key too",
+        "INVASIVE_API_KEY is set, in which case they need the key too; false without a key: off",
     )
 
     @field_validator("cors_origins", mode="before")

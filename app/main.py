@@ -53,8 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json" if public_docs else None,
     )
-    if not public_docs:
-        _add_keyed_docs(app)
+    if not public_docs and settings.api_key is not None:
+        _add_keyed_docs(app)  # else (INVASIVE_PUBLIC_DOCS=false, no key): no docs at all
     app.state.runtime = ServiceRuntime(settings, metrics)
     install_error_handlers(app)
     app.include_router(predict.router)
