@@ -75,11 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             for e in exc.errors()
         )
         return _fail(f"invalid settings: {errors}")
-    problem = preflight(settings)
-    if problem:
-        return _fail(problem)
-
-    problem = _port_in_use(settings.host, settings.port)
+    problem = _port_in_use(settings.host, settings.port) or preflight(settings)
     if problem:
         return _fail(problem)
 

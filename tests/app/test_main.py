@@ -66,6 +66,21 @@ def test_weights_that_do_not_fit_the_architecture_exit_with_one_clear_line(tmp_p
     assert "do not match architecture 'resnet18'" in lines[0]
 
 
+def test_port_in_use_fails_before_loading_the_model(service_checkpoint):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = run_module(service_env(checkpoint=str(service_checkpoint), port=str(port)))
+        elapsed = time.monotonic() - started
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], result.stderr
+    assert "Application startup" not in result.stdout + result.stderr, "no model load, no serving"
+    print(f"refused in {elapsed:.1f}s")
+
+
 def test_invalid_setting_exits_nonzero_with_one_clear_line(service_checkpoint):
     result = run_module(service_env(checkpoint=str(service_checkpoint), max_batch_size="lots"))
     assert result.returncode != 0
