@@ -4,8 +4,14 @@ Counting requests or files does not bound memory: a 112 KB PNG can decode to 300
 files of 20 MiB are 640 MB of upload. So a request charges what it will hold, as it goes: the
 upload bytes as they are received, and each image's decoded size (read from its header by
 ``model.inspection``) just before that image is decoded, released once the decode is done. Work
-that does not fit waits (first come, first served) up to ``wait_s`` for others to finish, then
-is refused with 503 + ``Retry-After``; a request that could never fit, even alone, gets 413.
+that does not fit waits up to ``wait_s`` for others to finish, then is refused with 503 +
+``Retry-After``; a request that could never fit, even alone, gets 413.
+
+Whatever fits goes ahead, even past an earlier, larger waiter (first fit, not strict FIFO): a
+16-bit 7000x7000 PNG waiting for 400 MB must not hold up the 1 MB of an ordinary photo behind it
+(measured: strict FIFO took ordinary photos from 17 to 436 ms p50 while two such files were in
+flight). A large item that keeps not fitting is refused after ``wait_s``: under memory pressure
+the costly work is what gets shed.
 
 All of it runs on the event loop: no locks, the waiters are futures in a FIFO.
 """
@@ -37,7 +43,7 @@ class MemoryBudget:
         return Charge(self)
 
     async def _acquire(self, n: int) -> None:
-        if not self._waiters and self.in_use + n <= self.capacity:
+        if self.in_use + n <= self.capacity:
             self._take(n)
             return
         future = asyncio.get_running_loop().create_future()
@@ -63,22 +69,21 @@ class MemoryBudget:
         self._wake()
 
     def _wake(self) -> None:
-        """Grant waiters in arrival order while the head fits (no overtaking: no starvation)."""
-        while self._waiters:
-            n, future = self._waiters[0]
+        """Grant every waiter that fits now, in arrival order (first fit)."""
+        still_waiting: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+        for n, future in self._waiters:
             if future.done():
-                self._waiters.popleft()
                 continue
-            if self.in_use + n > self.capacity:
-                return
-            self._waiters.popleft()
-            self._take(n)
-            future.set_result(None)
+            if self.in_use + n <= self.capacity:
+                self._take(n)
+                future.set_result(None)
+            else:
+                still_waiting.append((n, future))
+        self._waiters = still_waiting
 
     def _remove(self, entry: tuple[int, asyncio.Future]) -> None:
         with contextlib.suppress(ValueError):  # already granted and popped
             self._waiters.remove(entry)
-        self._wake()  # the head may have been the one blocking the others
 
 
 class Charge:

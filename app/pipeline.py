@@ -137,18 +137,21 @@ class PredictionPipeline:
     async def _decode_then_submit(
         self, images: list[bytes], charge: Charge
     ) -> list[BatchedResult | ApiError]:
-        self.batcher.expect(len(images))  # the batcher may wait briefly for these
-        announced = len(images)
+        announced = _Announcements(self.batcher)
         try:
-            decoded = await asyncio.gather(*(self._decode(data, charge) for data in images))
+            decoded = await asyncio.gather(
+                *(self._decode(data, charge, announced) for data in images)
+            )
             for tensor, _ in decoded:  # backpressure on any image holds back the whole request
                 if isinstance(tensor, ApiError) and tensor.status == 503:
                     raise tensor
             good = [tensor for tensor, _ in decoded if not isinstance(tensor, ApiError)]
-            self.batcher.withdraw(announced - len(good))
-            handed_over, announced = len(good), 0  # submit() takes them off the count
             try:
-                results = await self.batcher.submit(good, announced=handed_over) if good else []
+                results = (
+                    await self.batcher.submit(good, announced=announced.hand_over())
+                    if good
+                    else []
+                )
             except BatchFailedError:
                 self.metrics.images.labels("inference_failed").inc(len(good))
                 raise ApiError(
@@ -158,14 +161,13 @@ class PredictionPipeline:
                 ) from None
             scored = iter(results)
         finally:
-            if announced:  # failed or cancelled before submitting: stop expecting them
-                self.batcher.withdraw(announced)
+            announced.withdraw_all()  # failed or cancelled before submitting
         return [
             d[0] if isinstance(d[0], ApiError) else _with_decode_ms(next(scored), d[1])
             for d in decoded
         ]
 
-    async def _decode(self, data: bytes, charge: Charge) -> Decoded:
+    async def _decode(self, data: bytes, charge: Charge, announced: _Announcements) -> Decoded:
         """inspect -> admit -> decode one image. Never raises for the image's own faults."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
@@ -183,8 +185,16 @@ class PredictionPipeline:
                 what=f"decoding this {cost.width}x{cost.height} {cost.format} image",
                 too_large_code="image_too_large",
             )
+            # Only ordinary photos are announced to the batcher (it may wait a few ms for
+            # them); a batch must never wait for an image that decodes for a second.
+            if not cost.heavy:
+                announced.expect()
             try:
                 pixels = await self.lanes.decode(data, heavy=cost.heavy)
+            except BaseException:
+                if not cost.heavy:
+                    announced.withdraw()
+                raise
             finally:
                 charge.give_back(cost.decoded_bytes)
             outcome = pixels_to_tensor(pixels)
@@ -227,6 +237,32 @@ class PredictionPipeline:
             inference_ms=scored.inference_ms,
             batch_size=scored.batch_size,
         )
+
+
+class _Announcements:
+    """A request's images announced to the batcher (decoding, about to be submitted)."""
+
+    def __init__(self, batcher: MicroBatcher) -> None:
+        self.batcher = batcher
+        self.count = 0
+
+    def expect(self) -> None:
+        self.batcher.expect(1)
+        self.count += 1
+
+    def withdraw(self) -> None:
+        self.batcher.withdraw(1)
+        self.count -= 1
+
+    def hand_over(self) -> int:
+        """How many of the images being submitted were announced; submit() takes them off."""
+        count, self.count = self.count, 0
+        return count
+
+    def withdraw_all(self) -> None:
+        if self.count:
+            self.batcher.withdraw(self.count)
+            self.count = 0
 
 
 def _with_decode_ms(result: BatchedResult, decode_ms: float) -> tuple[BatchedResult, float]:
