@@ -12,6 +12,10 @@ everything costly (large decoded size, many scans, HEIC, TIFF, ...) to the heavy
 default one process running at lower CPU priority. So expensive files queue behind each other,
 never in front of ordinary photos, and take the CPU mostly when nothing else wants it.
 
+Each lane's backlog is bounded (images scheduled and not yet decoded): beyond it a request gets
+503 ``queue_full`` at once, so overload is shed at the door instead of turning into seconds of
+waiting (the batcher's queue is bounded the same way).
+
 Decoding happens here on both CPU and CUDA hosts (one placement policy): the inference threads
 only stack decoded arrays and run the model.
 """
@@ -36,6 +40,8 @@ from model.preprocessing import PreprocessSpec
 logger = logging.getLogger("app.decoding")
 
 HEAVY_LANE_NICENESS = 10  # CFS weight ~1/10 of the model's threads when both want a core
+HEAVY_BACKLOG_PER_PROCESS = 4  # heavy images take ~0.5-5 s each: a longer line only waits
+RETRY_AFTER_SECONDS = "1"
 
 
 class DecodeLanes:
@@ -49,12 +55,18 @@ class DecodeLanes:
         light_processes: int,
         heavy_processes: int,
         timeout_s: float,
+        light_backlog: int = 256,
     ) -> None:
         self.spec = spec
         self.max_pixels = max_pixels
         self.timeout_s = timeout_s
         self.light_processes = light_processes
         self.heavy_processes = heavy_processes
+        self.backlog_limits = {
+            False: light_backlog,
+            True: heavy_processes * HEAVY_BACKLOG_PER_PROCESS,
+        }
+        self.backlog = {False: 0, True: 0}  # images scheduled, not yet decoded, per lane
         self.timeouts = 0
         self.crashes = 0
         self._light: ProcessPool | None = None
@@ -95,6 +107,16 @@ class DecodeLanes:
         """
         pool = self._heavy if heavy else self._light
         assert pool is not None, "DecodeLanes.start() was not awaited"
+        lane = "heavy" if heavy else "light"
+        if self.backlog[heavy] >= self.backlog_limits[heavy]:
+            raise ApiError(
+                503,
+                "queue_full",
+                f"the service is at capacity ({self.backlog[heavy]} images waiting in the "
+                f"{lane} decode lane); retry shortly",
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        self.backlog[heavy] += 1
         future = pool.schedule(
             decode_upload, args=(data, self.spec, self.max_pixels), timeout=self.timeout_s
         )
@@ -117,6 +139,8 @@ class DecodeLanes:
         except asyncio.CancelledError:
             future.cancel()  # pebble stops the process running it
             raise
+        finally:
+            self.backlog[heavy] -= 1
 
 
 def _tiny_jpeg() -> bytes:

@@ -112,6 +112,7 @@ class ServiceRuntime:
             light_processes=s.resolved_decode_processes,
             heavy_processes=s.heavy_decode_processes,
             timeout_s=s.decode_timeout_s,
+            light_backlog=s.queue_limit,
         )
         self.inspect_pool = ThreadPoolExecutor(s.resolved_decode_processes, "inspect")
         self.pipeline = PredictionPipeline(

@@ -196,3 +196,23 @@ def test_model_failure_is_500_inference_failed_and_the_next_request_works(refere
     failed, later = run_pipeline(reference_classifier, scenario, process=flaky)
     assert (failed.status, failed.code) == (500, "inference_failed")
     assert isinstance(later, ImageResult)
+
+
+def test_a_full_heavy_lane_sheds_new_heavy_work_with_503(reference_classifier):
+    slow = big_png()  # heavy: ~25 MB decoded, about a second to decode
+
+    async def scenario(pipeline, budget):
+        limit = pipeline.lanes.backlog_limits[True]
+        outcomes = await asyncio.gather(
+            *(predict(pipeline, budget, [slow]) for _ in range(limit + 2)),
+            return_exceptions=True,
+        )
+        (ordinary,) = await predict(pipeline, budget, [jpeg_bytes(seed=10)])
+        return limit, outcomes, ordinary
+
+    limit, outcomes, ordinary = run_pipeline(reference_classifier, scenario, budget_mb=1024)
+    shed = [o for o in outcomes if isinstance(o, ApiError)]
+    assert [(o.status, o.code) for o in shed] == [(503, "queue_full")] * 2
+    assert "heavy decode lane" in shed[0].message
+    assert sum(isinstance(o, list) and isinstance(o[0], ImageResult) for o in outcomes) == limit
+    assert isinstance(ordinary, ImageResult)
