@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from app.api import health, model_info, predict
 from app.config import Settings
 from app.errors import install_error_handlers
-from app.limits import HeaderCountLimit
+from app.limits import RequestHeadLimits
 from app.metrics import RequestMetricsMiddleware, ServiceMetrics
 from app.runtime import ServiceRuntime
 from app.security import require_api_key
@@ -68,7 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["X-API-Key", "Content-Type"],
         )
     app.add_middleware(CloseConnectionsWhileDraining, runtime=app.state.runtime)
-    app.add_middleware(HeaderCountLimit, max_headers=settings.max_header_count)
+    app.add_middleware(
+        RequestHeadLimits,
+        max_head_bytes=settings.max_header_bytes,
+        max_headers=settings.max_header_count,
+    )
     # Outermost, so it also counts requests that CORS or an error handler answered.
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

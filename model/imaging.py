@@ -96,7 +96,11 @@ def _decode(stream, min_size: int | None, max_pixels: int) -> Image.Image:
         img.load()
         img = ImageOps.exif_transpose(img)
         return _to_rgb(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except MemoryError:
+        raise ImageDecodeError(
+            "image_too_large", "there was not enough memory to decode the image", status=413
+        ) from None
+    except Exception as exc:  # damaged files raise OSError, EOFError, RuntimeError, TypeError...
         raise ImageDecodeError(
             "corrupt_image", f"the image could not be decoded ({exc})", status=422
         ) from None

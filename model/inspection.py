@@ -41,6 +41,13 @@ JPEG_MAX_HEADER_SEGMENTS = 256
 # extended XMP with a depth map and the original image can reach ~6 MB. Pillow keeps a copy of
 # all of it and concatenates EXIF segments quadratically (250 x 64 KB: 0.25 s measured).
 JPEG_MAX_METADATA_BYTES = 8 * _MiB
+# EXIF must fit one APP1 segment (EXIF 2.3, 4.5.4); Pillow appends any further ones to the first,
+# copying the whole so far each time.
+JPEG_MAX_EXIF_SEGMENTS = 16
+# Photoshop APP13 image resources ("8BIM" blocks): Pillow walks them in Python, 3.8 ms per 64 KB
+# segment of empty ones (120 such segments: 0.43 s in Image.open, measured). Photoshop writes
+# a few dozen.
+JPEG_MAX_PHOTOSHOP_RESOURCES = 1000
 # DQT/DHT/SOF/DRI bytes before the first scan: real files use < 1 KB. Pillow parses DQT tables
 # and SOF components in Python (3 ms per 64 KB DQT segment measured), so bound them.
 JPEG_MAX_TABLE_BYTES = 64 * 1024
@@ -57,7 +64,7 @@ JPEG_MAX_DATA_SEGMENTS = 1024
 _JPEG_COUNT_LIMIT = 10_000
 
 # PNG. libpng writes 8 KiB IDAT chunks (20 MiB upload = 2,560), a few encoders write smaller
-# ones; Pillow spends ~5 us of Python per chunk, so 20,000 is at most ~0.1 s.
+# ones; Pillow spends ~4 us of Python per chunk (100,000 tEXt: 0.41 s), so 20,000 is ~0.1 s.
 PNG_MAX_CHUNKS = 20_000
 # Everything but IHDR/PLTE/IDAT/IEND: real files carry ~15 kinds (pHYs, iCCP, tEXt, eXIf, ...).
 PNG_MAX_ANCILLARY_CHUNKS = 256
@@ -68,7 +75,13 @@ _PNG_TEXT_MEMORY_BYTES = 64 * _MiB
 # TIFF. Real files carry ~15-60 tags per IFD (DNG/GeoTIFF a few hundred); Pillow reads each in
 # Python. Also applied to the EXIF blocks of other formats, which Pillow parses the same way.
 TIFF_MAX_IFD_ENTRIES = 1000
-# Pages: only the first is decoded, but libtiff may walk the whole IFD chain to number it.
+# Tag values Pillow turns into Python objects one by one (~3 us per RATIONAL: 1,000,000
+# XResolution values made Image.open take 2.8 s, measured): the IFD0 tags its TIFF reader uses
+# and every value of the EXIF, GPS and interoperability directories. Real files: a few hundred
+# (an 8-bit ColorMap is 768); strip and tile arrays are capped by TIFF_MAX_STRIPS instead.
+TIFF_MAX_VALUES = 4096
+# Pages. decode_image reads only the first (1,000,000 chained empty pages: no slower, measured),
+# but anything that counts or seeks pages walks the chain; 64 is far past any photo.
 TIFF_MAX_PAGES = 64
 # Strips/tiles of the first page. Cost per strip, measured with 100,000 one-row strips 16 px
 # wide (so nearly all overhead): Pillow's open builds one Python tile per strip of an
@@ -78,14 +91,16 @@ TIFF_MAX_PAGES = 64
 TIFF_MAX_STRIPS = 20_000
 
 # GIF. Before the first image Pillow walks extension sub-blocks and skips stray bytes one at a
-# time in Python (~0.5 us each). An XMP extension is a few hundred sub-blocks.
+# time in Python (~0.4 us per sub-block, ~0.1 us per byte, measured). An XMP extension is a few
+# hundred sub-blocks.
 GIF_MAX_HEADER_BLOCKS = 16_384
 GIF_MAX_JUNK_BYTES = 64 * 1024
 
-# Light lane: formats whose decoders are fast C with no per-strip or per-run Python (TIFF strips,
-# BMP RLE and GIF go through Python loops, HEIC decodes ~100+ ms per 12 MP), images whose decode
-# fits in 32 MiB (a 12 MP phone JPEG drafted for a 224 model input needs ~8 MiB), and JPEGs
-# with at most twice the scans a progressive encoder writes.
+# Light lane: formats decoded by fast C with no per-strip or per-run Python (TIFF strips and BMP
+# RLE go through Python loops: a 128 KB RLE4 BMP of 16 MP took 1.2 s; a 6 MP HEIC 0.3 s), images
+# whose decode fits in 32 MiB (a 12 MP JPEG drafted for a 224 input: ~7 MiB, progressive ~40
+# MiB for its coefficient buffer), JPEGs with at most twice the scans an encoder writes (each
+# scan is a pass over all coefficients: ~13 ms per scan at 12 MP, measured).
 LIGHT_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP"})
 HEAVY_DECODED_BYTES = 32 * _MiB
 HEAVY_JPEG_SCANS = 20
@@ -189,13 +204,25 @@ def _too_complex(what: str) -> ImageDecodeError:
 
 
 def _over(count: int, cap: int, what: str, exact: bool = True) -> ImageDecodeError:
-    amount = str(count) if exact else f"more than {count - 1}"
+    """``what`` with {n} replaced by ``count`` ("at least" when the count stopped early)."""
+    amount = str(count) if exact else f"at least {count}"
     return _too_complex(f"{what.format(n=amount)} (at most {cap} allowed)")
 
 
 # --- format sniffing and Pillow's header read ----------------------------------------------
 
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1"}
+_HEIF_BRANDS = {
+    b"heic",
+    b"heix",
+    b"hevc",
+    b"hevx",
+    b"heim",
+    b"heis",
+    b"hevm",
+    b"hevs",
+    b"mif1",
+    b"msf1",
+}
 _TIFF_PREFIXES = (
     b"MM\x00\x2a",
     b"II\x2a\x00",
@@ -227,8 +254,9 @@ def _sniff(data: bytes) -> str | None:
 
 @functools.cache
 def _open_formats() -> tuple[str, ...]:
-    """Supported formats Pillow can open here: trying only these keeps other plugins' ``_open``
-    (EPS scans its file byte by byte in Python) off untrusted bytes."""
+    """Supported formats Pillow can open here. Trying only these keeps other plugins' ``_open``
+    off untrusted bytes: EPS parses its header in Python (an EPS header over 5 MB of comment
+    lines: 2.7 s in decode_image's Image.open before it is refused, measured)."""
     Image.init()
     return tuple(sorted(f for f in SUPPORTED_FORMATS if f in Image.OPEN))
 
@@ -285,7 +313,7 @@ _JPEG_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 def _check_jpeg(data: bytes) -> _Facts:
     facts = _Facts()
     n = len(data)
-    pos, segments, junk, tables = 2, 0, 0, 0
+    pos, segments, junk, tables, resources = 2, 0, 0, 0, 0
     sof: tuple[int, int, int, list[tuple[int, int]]] | None = None
     exif_parts: list[bytes] = []
     # Header: mirror Pillow's parser up to the first scan.
@@ -318,9 +346,9 @@ def _check_jpeg(data: bytes) -> _Facts:
             continue
         if pos + 4 > n:
             raise _corrupt("JPEG header is cut short before its first scan")
-        length = struct.unpack_from(">H", data, pos + 2)[0]
-        end = pos + 2 + length
-        if length < 2 or end > n:
+        length = max(struct.unpack_from(">H", data, pos + 2)[0], 2)  # under 2: Pillow and
+        end = pos + 2 + length  # libjpeg read no payload
+        if end > n:
             raise _corrupt("JPEG header segment runs past the end of the file")
         payload = data[pos + 4 : end]
         pos = end
@@ -328,7 +356,7 @@ def _check_jpeg(data: bytes) -> _Facts:
             if sof is None or not payload:
                 raise _corrupt("JPEG scan without a frame header")
             break
-        if marker >= 0xE0 and marker != 0xFF:  # APPn, COM (JPGn are standalone above)
+        if marker >= 0xE0:  # APPn, COM (JPGn are standalone above)
             facts.metadata_bytes += length
             if facts.metadata_bytes > JPEG_MAX_METADATA_BYTES:
                 raise _too_complex(
@@ -337,6 +365,22 @@ def _check_jpeg(data: bytes) -> _Facts:
                 )
             if marker == 0xE1 and payload.startswith(b"Exif\x00\x00"):
                 exif_parts.append(payload if not exif_parts else payload[6:])
+                if len(exif_parts) > JPEG_MAX_EXIF_SEGMENTS:
+                    raise _over(
+                        len(exif_parts),
+                        JPEG_MAX_EXIF_SEGMENTS,
+                        "JPEG has {n} EXIF segments",
+                        exact=False,
+                    )
+            elif marker == 0xED and payload.startswith(b"Photoshop 3.0\x00"):
+                resources += payload.count(b"8BIM")  # at least as many as Pillow walks
+                if resources > JPEG_MAX_PHOTOSHOP_RESOURCES:
+                    raise _over(
+                        resources,
+                        JPEG_MAX_PHOTOSHOP_RESOURCES,
+                        "JPEG has {n} Photoshop resources",
+                        exact=False,
+                    )
             elif marker == 0xE2 and payload.startswith(b"MPF\x00"):
                 _check_exif(payload[4:])
             continue
@@ -357,11 +401,20 @@ def _check_jpeg(data: bytes) -> _Facts:
         _check_exif(facts.exif)
     # Image data: count scans to EOI. Segments between scans are skipped by their length;
     # entropy-coded data by the marker search, as libjpeg does.
-    scans, others, walked = 1, 0, 0
+    assert sof is not None  # the header loop leaves only at a scan after a frame header
+    marker, width, height, comps = sof
+    # An image in several scans is buffered whole: libjpeg reads every scan and needs the EOI
+    # (or another marker) after the last. A single-scan image is done with its last block, and
+    # a few stray bytes after a cut are enough for that, so only its decode can tell.
+    multi_scan = marker in _JPEG_PROGRESSIVE or payload[0] < len(comps)
+    scans, others, walked, cut, last_was_scan = 1, 0, 0, False, True
     while walked < _JPEG_COUNT_LIMIT:
         found = _JPEG_MARKER.search(data, pos)
-        if found is None or found.end() + 2 > n:
-            break  # no EOI: truncated or padded; the decode decides
+        if found is None:
+            # A multi-scan image's scan data running into the end of the file: libjpeg waits
+            # for more and Pillow refuses it.
+            cut = last_was_scan and multi_scan
+            break
         walked += 1
         marker = data[found.start() + 1]
         if marker == 0xD9:
@@ -369,15 +422,18 @@ def _check_jpeg(data: bytes) -> _Facts:
         if marker == 0xD8:
             pos = found.end()
             continue
+        if found.end() + 2 > n:
+            break
         length = struct.unpack_from(">H", data, found.end())[0]
         pos = found.end() + max(length, 2)  # libjpeg skips nothing for a length under 2
-        if marker == 0xDA:
+        last_was_scan = marker == 0xDA
+        if last_was_scan:
             scans += 1
         else:
             others += 1
     complete = walked < _JPEG_COUNT_LIMIT
     if scans > JPEG_MAX_SCANS:
-        raise _over(scans + (not complete), JPEG_MAX_SCANS, "JPEG has {n} scans", complete)
+        raise _over(scans, JPEG_MAX_SCANS, "JPEG has {n} scans", complete)
     if others > JPEG_MAX_DATA_SEGMENTS:
         raise _over(
             others,
@@ -385,11 +441,10 @@ def _check_jpeg(data: bytes) -> _Facts:
             "JPEG has {n} marker segments between its scans",
             complete,
         )
+    if cut:
+        raise _corrupt("JPEG image data is cut short")
     facts.scans = scans
-    assert sof is not None
-    marker, width, height, comps = sof
-    first_scan_components = payload[0]
-    if comps and (marker in _JPEG_PROGRESSIVE or scans > 1 or first_scan_components < len(comps)):
+    if comps and (multi_scan or scans > 1):
         facts.coefficient_bytes = _coefficient_bytes(width, height, comps)
     return facts
 
@@ -475,57 +530,104 @@ def _check_png(data: bytes) -> _Facts:
 
 # --- TIFF and EXIF (EXIF is a little TIFF) -------------------------------------------------
 
-
-def _tiff_layout(buf: bytes) -> tuple[str, bool, int]:
-    """Byte order, BigTIFF?, first IFD offset: read as Pillow reads them."""
-    endian = "<" if buf[:2] == b"II" else ">"
-    bigtiff = buf[2] == 0x2B
-    fmt, at = ("Q", 8) if bigtiff else ("I", 4)
-    return endian, bigtiff, struct.unpack_from(endian + fmt, buf, at)[0]
-
-
-def _ifd_entries(buf: bytes, offset: int, endian: str, bigtiff: bool, what: str) -> int:
-    """Entry count of the IFD at ``offset``; refuses more than TIFF_MAX_IFD_ENTRIES."""
-    count = struct.unpack_from(endian + ("Q" if bigtiff else "H"), buf, offset)[0]
-    if count > TIFF_MAX_IFD_ENTRIES:
-        raise _over(count, TIFF_MAX_IFD_ENTRIES, what + " has {n} entries")
-    return count
+# Types Pillow unpacks value by value into Python objects (SHORT, LONG, RATIONAL, ..., IFD8);
+# BYTE, ASCII and UNDEFINED stay one bytes/str object.
+_NUMERIC_TYPES = frozenset({3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 16, 17, 18})
+_IFD_POINTER_TYPES = frozenset({4, 13, 16, 18})  # LONG, IFD, LONG8, IFD8
+_STRIP_TAGS = frozenset({273, 279, 324, 325})  # Strip/TileOffsets, Strip/TileByteCounts
+# IFD0 tags Pillow's TIFF reader decodes when it opens a file (TiffImageFile._setup).
+_TIFF_OPEN_TAGS = frozenset(
+    {256, 257, 258, 259, 262, 266, 274, 277, 278, 282, 283, 284, 296, 320, 322, 323, 338, 339, 530}
+)
+_EXIF_IFD, _GPS_IFD, _INTEROP_IFD = 0x8769, 0x8825, 0xA005
 
 
-def _ifd_tags(buf: bytes, offset: int, endian: str, bigtiff: bool, count: int):
-    """(tag, type, count, value/offset field) of each entry; callers bound ``count``."""
-    size, first, layout = (20, 8, "HHQQ") if bigtiff else (12, 2, "HHII")
-    for i in range(count):
-        yield struct.unpack_from(endian + layout, buf, offset + first + i * size)
+class _Ifds:
+    """Reads TIFF directories as Pillow does, adding up the values Pillow decodes one by one."""
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.endian = "<" if buf[:2] == b"II" else ">"
+        self.bigtiff = buf[2] == 0x2B  # Pillow's test: only byte 2
+        self.values = 0
+
+    def _unpack(self, fmt: str, offset: int) -> tuple[int, ...]:
+        if offset >= len(self.buf):  # also keeps BigTIFF's 64-bit offsets out of struct
+            raise struct.error("offset past the end")
+        return struct.unpack_from(self.endian + fmt, self.buf, offset)
+
+    def first(self) -> int:
+        return self._unpack("Q", 8)[0] if self.bigtiff else self._unpack("I", 4)[0]
+
+    def entries(self, offset: int) -> int:
+        return self._unpack("Q" if self.bigtiff else "H", offset)[0]
+
+    def next_ifd(self, offset: int, count: int) -> int:
+        if self.bigtiff:
+            return self._unpack("Q", offset + 8 + 20 * count)[0]
+        return self._unpack("I", offset + 2 + 12 * count)[0]
+
+    def check(
+        self, offset: int, what: str, decoded: frozenset[int] | None = None
+    ) -> tuple[int, int, dict[int, int]]:
+        """Entry count, strip/tile count and EXIF/GPS/interop pointers of one directory.
+        ``decoded``: the tags whose values Pillow decodes (None: all, as for EXIF)."""
+        count = self.entries(offset)
+        layout, size, first = ("HHQQ", 20, 8) if self.bigtiff else ("HHII", 12, 2)
+        present = min(count, (len(self.buf) - offset - first) // size)  # Pillow stops at EOF
+        if present > TIFF_MAX_IFD_ENTRIES:
+            raise _over(present, TIFF_MAX_IFD_ENTRIES, what + " has {n} entries")
+        strips, pointers = 0, {}
+        for i in range(present):
+            tag, kind, n, value = self._unpack(layout, offset + first + i * size)
+            if decoded is not None and tag in _STRIP_TAGS:
+                strips = max(strips, n)  # capped on their own by TIFF_MAX_STRIPS
+            elif kind in _NUMERIC_TYPES and (decoded is None or tag in decoded):
+                self.values += n
+                if self.values > TIFF_MAX_VALUES:
+                    raise _too_complex(
+                        f"{what} has more than {TIFF_MAX_VALUES} numeric tag values "
+                        f"(at most {TIFF_MAX_VALUES} allowed)"
+                    )
+            if tag in (_EXIF_IFD, _GPS_IFD, _INTEROP_IFD) and kind in _IFD_POINTER_TYPES:
+                pointers[tag] = value
+        return count, strips, pointers
+
+    def check_exif_groups(self, pointers: dict[int, int]) -> None:
+        """The directories Pillow decodes whole: EXIF and GPS (from IFD0), interoperability
+        (from EXIF). One past the end is skipped, as Pillow skips it."""
+        for tag, what in ((_EXIF_IFD, "EXIF directory"), (_GPS_IFD, "EXIF GPS directory")):
+            if tag not in pointers:
+                continue
+            try:
+                _, _, inner = self.check(pointers[tag], what)
+                if tag == _EXIF_IFD and _INTEROP_IFD in inner:
+                    self.check(inner[_INTEROP_IFD], "EXIF interoperability directory")
+            except struct.error:
+                continue
 
 
 def _check_tiff(data: bytes) -> _Facts:
+    ifds = _Ifds(data)
     try:
-        endian, bigtiff, offset = _tiff_layout(data)
-        if not 0 < offset < len(data):
-            raise _corrupt("TIFF has no image directory inside the file")
-        count = _ifd_entries(data, offset, endian, bigtiff, "TIFF page 1")
-        strips = 0
-        for tag, _, n, _ in _ifd_tags(data, offset, endian, bigtiff, count):
-            if tag in (273, 324):  # StripOffsets, TileOffsets
-                strips = max(strips, n)
-    except struct.error:
+        offset = ifds.first()
+        if offset == 0:
+            raise _corrupt("TIFF has no image directory")
+        count, strips, pointers = ifds.check(offset, "TIFF page 1", _TIFF_OPEN_TAGS)
+    except struct.error:  # no directory to read: Pillow cannot open it either
         raise _corrupt("TIFF header is cut short") from None
     if strips > TIFF_MAX_STRIPS:
         raise _over(strips, TIFF_MAX_STRIPS, "TIFF has {n} strips/tiles in its first page")
+    ifds.check_exif_groups(pointers)  # decoded by Pillow's TIFF load_end
     seen, pages = {offset}, 1
-    size, first = (20, 8) if bigtiff else (12, 2)
     while True:
         try:
-            nxt = struct.unpack_from(
-                endian + ("Q" if bigtiff else "I"), data, offset + first + count * size
-            )[0]
-            if nxt == 0 or nxt in seen or nxt >= len(data):  # end, loop (Pillow stops too), or
-                break  # a later page past the end: only the first page is decoded
-            offset = nxt
-            count = _ifd_entries(data, offset, endian, bigtiff, f"TIFF page {pages + 1}")
+            offset = ifds.next_ifd(offset, count)
+            if offset == 0 or offset in seen:  # end of chain, or a loop (Pillow stops too)
+                break
+            count = ifds.entries(offset)
         except struct.error:
-            break
+            break  # a later page past the end: only the first page is decoded
         seen.add(offset)
         pages += 1
         if pages > TIFF_MAX_PAGES:
@@ -533,31 +635,19 @@ def _check_tiff(data: bytes) -> _Facts:
     return _Facts()
 
 
-_EXIF_SUB_IFDS = {0x8769: "EXIF", 0x8825: "EXIF GPS", 0xA005: "EXIF interoperability"}
-_IFD_POINTER_TYPES = frozenset({4, 13, 16, 18})  # LONG, IFD, LONG8, IFD8
-
-
 def _check_exif(blob: bytes) -> None:
-    """Entry counts of the EXIF IFDs Pillow parses in Python (IFD0 on open; the EXIF, GPS and
-    interoperability IFDs when exif_transpose rewrites a rotated photo's EXIF). A malformed
+    """The EXIF directories Pillow parses in Python: IFD0 on open, and IFD0, EXIF, GPS and
+    interoperability whole when exif_transpose rewrites a rotated photo's EXIF. A malformed
     block is left to Pillow, which ignores or rejects it cheaply."""
     blob = re.sub(b"^(Exif\x00\x00){1,2}", b"", blob)
     if blob[:4] not in _TIFF_PREFIXES or len(blob) < 16:
         return
-    endian, bigtiff, offset = _tiff_layout(blob)
-    pending, seen = [(offset, "EXIF")], set()
-    while pending:
-        offset, what = pending.pop()
-        if offset in seen or offset >= len(blob):
-            continue
-        seen.add(offset)
-        try:
-            count = _ifd_entries(blob, offset, endian, bigtiff, what + " directory")
-            for tag, kind, _, value in _ifd_tags(blob, offset, endian, bigtiff, count):
-                if tag in _EXIF_SUB_IFDS and kind in _IFD_POINTER_TYPES:
-                    pending.append((value, _EXIF_SUB_IFDS[tag]))
-        except struct.error:
-            continue  # a directory past the end: Pillow skips it
+    ifds = _Ifds(blob)
+    try:
+        _, _, pointers = ifds.check(ifds.first(), "EXIF directory")
+    except struct.error:
+        return
+    ifds.check_exif_groups(pointers)
 
 
 # --- GIF -----------------------------------------------------------------------------------
@@ -674,12 +764,12 @@ def _estimate_decode_bytes(img: Image.Image, data_len: int, facts: _Facts) -> in
     allocator fragmentation and decoder state.
 
     Measured (peak RSS increase over decode_image in a fresh process, VmHWM reset before; the
-    upload's own bytes were already loaded, so they are not in the measurement) vs estimate:
-    4000x3000 JPEG 92.0 vs 101.7 MiB, with min_size=224 2.0 vs 7.1; progressive 4000x3000
-    with min_size=224 35.7 vs 41.1 (coefficient buffer); 3000x3000 16-bit PNG 240.7 vs 261.2;
-    2000x2000 RGBA PNG 76.4 vs 82.0; 2000x2000 P+transparency PNG 80.2 vs 85.3; 1x5,000,000
-    PNG 99.8 vs 106.2 (row pointers); 3000x2000 WebP 92.3 vs 97.7; HEIC 49.3 vs 67.0; deflate
-    TIFF 46.0 vs 51.0; GIF 19.1 vs 23.5 MiB.
+    upload's bytes were loaded already, so they are not in the measurement) vs estimate, MiB:
+    4000x3000 JPEG 92.0 vs 101.7, with min_size=224 2.0 vs 7.1, progressive with min_size=224
+    35.6 vs 41.1 (coefficient buffer); 16-bit PNG 3000x3000 240.4 vs 253.4, 7000x7000 1215.6
+    vs 1375.1; 2000x2000 RGBA PNG 76.3 vs 81.9, P with transparency 80.2 vs 85.4; 1x5,000,000
+    PNG 100.0 vs 106.2 (row pointers); 3000x2000 WebP 92.2 vs 97.7, HEIC 47.4 vs 73.9, deflate
+    TIFF 45.9 vs 50.8; 2000x2000 GIF 19.1 vs 23.5.
     """
     width, height = img.size
     pixels = width * height
