@@ -23,9 +23,7 @@ import collections
 import contextlib
 from types import TracebackType
 
-from app.errors import ApiError
-
-RETRY_AFTER_SECONDS = "1"
+from app.errors import ApiError, unavailable
 
 
 class MemoryBudget:
@@ -110,12 +108,10 @@ class Charge:
         try:
             await self.budget._acquire(n)
         except TimeoutError:
-            raise ApiError(
-                503,
+            raise unavailable(
                 "at_capacity",
                 f"the service's memory budget is in use by other requests ({what} needs "
                 f"{_mb(n)}); retry shortly",
-                headers={"Retry-After": RETRY_AFTER_SECONDS},
             ) from None
         self.held += n
 

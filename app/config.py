@@ -52,7 +52,10 @@ class Settings(BaseSettings):
         "as they arrive",
     )
     queue_limit: int = Field(
-        256, ge=1, description="images waiting for inference before new ones get 503 + Retry-After"
+        64,
+        ge=1,
+        description="images waiting to be decoded, and images waiting for inference, before "
+        "new ones get 503 + Retry-After",
     )
     max_upload_bytes: int = Field(
         20 * 1024 * 1024, ge=1, description="largest accepted image file, per file (413 above)"

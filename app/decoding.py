@@ -33,7 +33,7 @@ from pebble import ProcessExpired, ProcessPool
 from PIL import Image
 
 from app.decode_worker import decode_upload, start_decoder
-from app.errors import ApiError
+from app.errors import ApiError, unavailable
 from model.imaging import ImageDecodeError
 from model.preprocessing import PreprocessSpec
 
@@ -41,7 +41,12 @@ logger = logging.getLogger("app.decoding")
 
 HEAVY_LANE_NICENESS = 10  # CFS weight ~1/10 of the model's threads when both want a core
 HEAVY_BACKLOG_PER_PROCESS = 4  # heavy images take ~0.5-5 s each: a longer line only waits
-RETRY_AFTER_SECONDS = "1"
+# A process that decoded a large image keeps much of that memory (the allocator holds freed
+# pages), which the budget no longer counts. So a heavy-lane process is replaced after every
+# image (a fork of the small server: milliseconds, against a heavy decode's hundreds), and a
+# light-lane one after many, which bounds slow growth.
+HEAVY_TASKS_PER_PROCESS = 1
+LIGHT_TASKS_PER_PROCESS = 500
 
 
 class DecodeLanes:
@@ -79,10 +84,15 @@ class DecodeLanes:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["app.decode_worker"])
         self._light = ProcessPool(
-            self.light_processes, initializer=start_decoder, initargs=(0,), context=context
+            self.light_processes,
+            max_tasks=LIGHT_TASKS_PER_PROCESS,
+            initializer=start_decoder,
+            initargs=(0,),
+            context=context,
         )
         self._heavy = ProcessPool(
             self.heavy_processes,
+            max_tasks=HEAVY_TASKS_PER_PROCESS,
             initializer=start_decoder,
             initargs=(HEAVY_LANE_NICENESS,),
             context=context,
@@ -109,12 +119,10 @@ class DecodeLanes:
         assert pool is not None, "DecodeLanes.start() was not awaited"
         lane = "heavy" if heavy else "light"
         if self.backlog[heavy] >= self.backlog_limits[heavy]:
-            raise ApiError(
-                503,
+            raise unavailable(
                 "queue_full",
                 f"the service is at capacity ({self.backlog[heavy]} images waiting in the "
                 f"{lane} decode lane); retry shortly",
-                headers={"Retry-After": RETRY_AFTER_SECONDS},
             )
         self.backlog[heavy] += 1
         future = pool.schedule(

@@ -55,6 +55,14 @@ class ApiError(Exception):
         self.headers = headers
 
 
+RETRY_AFTER_SECONDS = "1"
+
+
+def unavailable(code: str, message: str) -> ApiError:
+    """A 503 the client should retry: backpressure or not ready, always with ``Retry-After``."""
+    return ApiError(503, code, message, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
 def error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 

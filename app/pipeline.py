@@ -31,7 +31,7 @@ import torch
 from app.admission import Charge
 from app.batcher import BatchedResult, BatchFailedError, MicroBatcher, QueueFullError
 from app.decoding import DecodeLanes
-from app.errors import ApiError
+from app.errors import ApiError, unavailable
 from app.metrics import ServiceMetrics
 from model.imaging import ImageDecodeError
 from model.inference import Classifier, Prediction
@@ -39,8 +39,6 @@ from model.inspection import inspect_image
 from model.preprocessing import pixels_to_tensor
 
 logger = logging.getLogger("app.pipeline")
-
-RETRY_AFTER_SECONDS = "1"
 
 Decoded = tuple[torch.Tensor | ApiError, float]  # the tensor (or why not) and decode ms
 
@@ -66,12 +64,7 @@ class _Scored:
 
 
 def queue_full_error(detail: str) -> ApiError:
-    return ApiError(
-        503,
-        "queue_full",
-        f"the service is at capacity ({detail}); retry shortly",
-        headers={"Retry-After": RETRY_AFTER_SECONDS},
-    )
+    return unavailable("queue_full", f"the service is at capacity ({detail}); retry shortly")
 
 
 class PredictionPipeline:
@@ -125,12 +118,10 @@ class PredictionPipeline:
             raise queue_full_error(str(exc)) from None
         except TimeoutError:
             self.metrics.images.labels("request_timeout").inc(len(images))
-            raise ApiError(
-                503,
+            raise unavailable(
                 "request_timeout",
                 f"no result within {self.request_timeout_s:g} s (INVASIVE_REQUEST_TIMEOUT_S); "
                 "the service is overloaded, retry shortly",
-                headers={"Retry-After": RETRY_AFTER_SECONDS},
             ) from None
         return [self._finish(outcome) for outcome in batched]
 

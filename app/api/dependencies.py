@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.errors import ApiError
-from app.pipeline import RETRY_AFTER_SECONDS, PredictionPipeline
+from app.errors import unavailable
+from app.pipeline import PredictionPipeline
 from app.runtime import ServiceRuntime
 
 
@@ -23,12 +23,7 @@ def ready_pipeline(request: Request) -> PredictionPipeline:
     """
     runtime: ServiceRuntime = request.app.state.runtime
     if not runtime.accepting or runtime.pipeline is None:
-        raise ApiError(
-            503,
-            "model_not_ready",
-            f"the model is not ready: {runtime.not_ready_reason}",
-            headers={"Retry-After": RETRY_AFTER_SECONDS},
-        )
+        raise unavailable("model_not_ready", f"the model is not ready: {runtime.not_ready_reason}")
     return runtime.pipeline
 
 

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.dependencies import Runtime
+from app.errors import RETRY_AFTER_SECONDS
 from app.schemas import LiveResponse, NotReadyResponse, ReadyResponse
 
 router = APIRouter(tags=["operations"])
@@ -34,7 +35,8 @@ async def ready(runtime: Runtime) -> ReadyResponse | JSONResponse:
         return ReadyResponse(model_id=runtime.classifier.model_id)
     reason = runtime.not_ready_reason or "not ready"
     body = NotReadyResponse(reason=reason, error={"code": "not_ready", "message": reason})
-    return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
+    retry = {"Retry-After": RETRY_AFTER_SECONDS}
+    return JSONResponse(body.model_dump(), status_code=503, headers=retry)
 
 
 @router.get(
