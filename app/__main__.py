@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from app.main import create_app
-    from app.server import DrainingServer, return_large_buffers_to_the_os
+    from app.server import DrainingServer, return_decoders_freed_memory_to_the_os
 
-    return_large_buffers_to_the_os()
+    return_decoders_freed_memory_to_the_os()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

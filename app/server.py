@@ -10,8 +10,6 @@ says ``Connection: close``, so clients do not reuse a connection the server is a
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -25,25 +23,17 @@ logger = logging.getLogger("app")
 
 
 # glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed, after which
-# upload-sized buffers come from the heap and stay in the process's RSS once freed. A fixed
+# image-sized buffers come from the heap and stay in a process's RSS once freed. A fixed
 # threshold keeps every buffer of 1 MiB or more in its own mapping, returned to the OS on free,
-# so RSS follows what the memory budget counts. The decode processes read the same setting from
-# the environment (they are started fresh, not forked from this process).
+# so a decode process's RSS falls back after each image. Only the decode processes get it (they
+# are started fresh and read it from the environment): in this process it would make torch map
+# and unmap its activation buffers on every forward pass (measured: capacity 77.6 -> 60.5 img/s).
 MMAP_THRESHOLD_BYTES = 1024 * 1024
-_M_MMAP_THRESHOLD = -3  # mallopt parameter, from glibc's malloc.h
 
 
-def return_large_buffers_to_the_os() -> bool:
-    """Fix glibc's mmap threshold in this process and its future children; False elsewhere."""
+def return_decoders_freed_memory_to_the_os() -> None:
+    """Fix glibc's mmap threshold in decode processes started from now on."""
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD_BYTES))
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 class DrainingServer(uvicorn.Server):
