@@ -46,7 +46,9 @@ class _Part:
     wanted: bool = False
     has_disposition: bool = False
     size: int = 0
-    chunks: list[bytes] = field(default_factory=list)
+    # One growing buffer, not a list of pieces joined at the end: a batch of large files would
+    # otherwise hold every file twice (pieces + joined copy), beyond what the budget counts.
+    buffer: bytearray = field(default_factory=bytearray)
 
 
 def body_limit(max_files: int, max_file_bytes: int) -> int:
@@ -209,13 +211,14 @@ class _Collector:
                     f"file {part.filename or part.name!r} is over the limit of "
                     f"{self.max_file_bytes} bytes",
                 )
-            part.chunks.append(data[start:end])
+            part.buffer += memoryview(data)[start:end]
         # Other parts are not kept: their bytes only count towards the body limit.
 
     def _on_part_end(self) -> None:
         part = self._part
         if part.wanted:
-            self.uploads.append(Upload(part.filename, b"".join(part.chunks)))
+            self.uploads.append(Upload(part.filename, bytes(part.buffer)))
+            part.buffer = bytearray()  # the copy above is the one kept
         elif part.size or part.filename is not None or not part.has_disposition:
             self.stray_fields.append(part.name)
 
