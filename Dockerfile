@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Image for the prediction service (`invasive-api`, the default command) and for training
 # (`invasive-train`, run by the compose `train` service). One image serves CPU and GPU hosts:
 # the PyPI torch wheel is the CUDA build, and on a GPU host the NVIDIA Container Toolkit mounts
@@ -9,7 +8,9 @@
 #
 # The checkpoint is never baked in: it is read from the /models volume (INVASIVE_CHECKPOINT).
 
-# Same tag in both stages: the venv's interpreter is a link to the base image's python.
+# Same tag in both stages: the venv's interpreter is a link to the base image's python. Any
+# Debian-based image with python3.11 at /usr/local/bin/python works (--build-arg PYTHON_IMAGE=...).
+# No `# syntax=` line: BuildKit would fetch a frontend image for it, which offline builders can't.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # ---------------------------------------------------------------------------- builder
@@ -47,11 +48,14 @@ LABEL org.opencontainers.image.title="invasive-species-service" \
 # A fixed numeric uid/gid, so volume ownership can be set from the host (chown 10001) and
 # orchestrators can verify the container does not run as root. The mount points are created
 # owned by that user: Docker gives a new, empty named volume the ownership of its mount point.
+# (Not --system: system accounts are numbered below 1000, and useradd warns about 10001.)
+# The base image's own pip goes too: nothing is installed at run time.
 ARG APP_UID=10001
-RUN groupadd --system --gid "${APP_UID}" invasive \
-    && useradd --system --uid "${APP_UID}" --gid invasive --create-home \
+RUN groupadd --gid "${APP_UID}" invasive \
+    && useradd --uid "${APP_UID}" --gid invasive --no-log-init --create-home \
         --home-dir /home/invasive --shell /usr/sbin/nologin invasive \
-    && install --directory --owner invasive --group invasive /models /home/invasive/.cache
+    && install --directory --owner invasive --group invasive /models /home/invasive/.cache \
+    && (python -m pip uninstall --yes pip setuptools wheel >/dev/null 2>&1 || true)
 
 COPY --from=builder /opt/venv /opt/venv
 # Run by the compose `model-check` service before the API starts (see the file).

@@ -113,10 +113,16 @@ def save_checkpoint(
 
 
 def write_atomically(path: Path, payload: bytes) -> Path:
-    """Write ``payload`` beside ``path``, fsync, rename over ``path``: all or nothing."""
+    """Write ``payload`` beside ``path``, fsync, rename over ``path``: all or nothing.
+
+    The file gets the permissions a plain ``open`` would give it (0666 less the umask, so
+    usually 0644), not mkstemp's 0600: a checkpoint is meant to be read by other users, e.g.
+    the service's uid 10001 in its container.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(payload)
             tmp.flush()
@@ -126,6 +132,12 @@ def write_atomically(path: Path, payload: bytes) -> Path:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def read_metadata(path: str | os.PathLike) -> CheckpointMetadata:

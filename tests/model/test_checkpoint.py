@@ -111,3 +111,17 @@ def test_a_crash_mid_write_leaves_the_old_checkpoint_intact(resnet18, tmp_path, 
     assert path.read_bytes() == before
     assert read_metadata(path).threshold == 0.1
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind
+
+
+def test_written_files_are_readable_by_other_users_as_the_umask_allows(tmp_path):
+    # mkstemp alone makes 0600 files, which the container's uid 10001 cannot read when the
+    # checkpoint was trained by another user on the host.
+    previous = os.umask(0o022)
+    try:
+        written = checkpoint_module.write_atomically(tmp_path / "a.bin", b"weights")
+        assert written.stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        private = checkpoint_module.write_atomically(tmp_path / "b.bin", b"weights")
+        assert private.stat().st_mode & 0o777 == 0o600, "a stricter umask is respected"
+    finally:
+        os.umask(previous)
