@@ -96,7 +96,7 @@ class Settings(BaseSettings):
         "gets 422 decode_timeout",
     )
     memory_budget_mb: int = Field(
-        512,
+        384,
         ge=16,
         description="memory that requests in flight may hold: upload bytes as received plus each "
         "image's decoded size, read from its header before decoding",

@@ -577,12 +577,12 @@ def hostile_files() -> dict[str, bytes]:
 
 def expensive_files() -> dict[str, bytes]:
     """Valid files that pass every check at the default settings (under 50 MP, 20 MiB, and
-    each one's decode within the default 512 MiB memory budget) but cost a lot to decode:
+    each one's decode within the default 384 MiB memory budget) but cost a lot to decode:
     the "heavy lane" workload. (The 16-bit 7000x7000 and 1 x 49,999,999 PNGs of the hostile
     corpus need more than the budget, so they are refused before decoding.)"""
     return {
-        "png_16bit_4000x4000": png_16bit_square(4000),
-        "png_1x15000000": png_1xn(15_000_000),
-        "png_rgb_7000x7000": png_rgb_square(7000),
+        "png_16bit_3500x3500": png_16bit_square(3500),
+        "png_1x12000000": png_1xn(12_000_000),
+        "png_rgb_6500x6500": png_rgb_square(6500),
         "jpeg_progressive_8000x6000": jpeg_progressive_48mp(),
     }
