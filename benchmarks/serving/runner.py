@@ -8,7 +8,6 @@ import os
 import platform
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,6 @@ from benchmarks.serving.report import (
     targets_as_json,
 )
 from benchmarks.serving.servers import (
-    REPO_ROOT,
     ResourceMonitor,
     RunningServer,
     ServerSpec,
@@ -39,6 +37,7 @@ from benchmarks.serving.servers import (
     idle_cpu_cores,
     machine_busy_seconds,
     python_module_argv,
+    source_revision,
     wait_until_idle,
 )
 
@@ -297,27 +296,6 @@ def _measure_ceilings(cfg: RunConfig, checkpoint: Path, payloads: list[PayloadSe
             f"({ceiling['precision']} on {ceiling['device']})"
         )
     return ceilings
-
-
-def source_revision() -> str:
-    """The commit measured, with "+dirty" when the working tree differs from it."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("+dirty" if dirty else "")
 
 
 def _ms(value: float | None) -> str:

@@ -240,3 +240,26 @@ def wait_until_idle(
         if (tree_cpu_seconds(root) - before) / window_s < idle_cores + margin_cores:
             break
     return time.monotonic() - started
+
+
+def source_revision() -> str:
+    """The commit measured, with "+dirty" when tracked files differ from it."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")

@@ -23,6 +23,7 @@ from benchmarks.serving.servers import (
     free_port,
     idle_cpu_cores,
     python_module_argv,
+    source_revision,
     wait_until_idle,
 )
 from benchmarks.soak import client as load
@@ -75,29 +76,6 @@ def event_loop_name() -> str:
         return type(loop).__module__.split(".")[0]  # "uvloop" or "asyncio"
     finally:
         loop.close()
-
-
-def source_revision() -> str:
-    """The commit measured, "+dirty" when tracked files differ from it (the lead's tree)."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return rev + ("+dirty" if dirty else "")
 
 
 def demo_checkpoint(out: Path) -> Path:
