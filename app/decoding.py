@@ -97,7 +97,7 @@ class DecodeLanes:
             initargs=(HEAVY_LANE_NICENESS,),
             context=context,
         )
-        tiny = _tiny_jpeg()
+        tiny = tiny_jpeg()
         await asyncio.gather(
             *(self.decode(tiny, heavy=False) for _ in range(self.light_processes)),
             *(self.decode(tiny, heavy=True) for _ in range(self.heavy_processes)),
@@ -151,7 +151,7 @@ class DecodeLanes:
             self.backlog[heavy] -= 1
 
 
-def _tiny_jpeg() -> bytes:
+def tiny_jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (1, 1), (90, 140, 60)).save(buffer, format="JPEG")  # fits any pixel limit
     return buffer.getvalue()

@@ -24,11 +24,12 @@ import torch
 from app.admission import MemoryBudget
 from app.batcher import MicroBatcher
 from app.config import Settings
-from app.decoding import DecodeLanes
+from app.decoding import DecodeLanes, tiny_jpeg
 from app.metrics import ServiceMetrics
 from app.pipeline import PredictionPipeline
 from model.checkpoint import CheckpointError
 from model.inference import Classifier
+from model.inspection import inspect_image
 
 logger = logging.getLogger("app")
 
@@ -136,6 +137,10 @@ class ServiceRuntime:
         workers = s.resolved_inference_workers(classifier.device.type)
         self.threads_per_worker = max(1, s.resolved_torch_threads // workers)
         await self.lanes.start()  # decode processes start and import their decoders now
+        # Pillow registers its format plugins on first use: ~20 ms, paid now, not by a request.
+        await asyncio.get_running_loop().run_in_executor(
+            self.inspect_pool, inspect_image, tiny_jpeg(), classifier.spec.input_size
+        )
         await self.batcher.start(thread_setup=self._setup_inference_thread, workers=workers)
         self.inference_workers = workers
         self.warmup_seconds = time.perf_counter() - started
