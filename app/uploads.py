@@ -145,14 +145,17 @@ class _Collector:
         }
 
     def missing_file_message(self) -> str:
+        """Which field to use, and where the data went instead (e.g. ``image``)."""
+        missing = f"no file in multipart field {self.field_name!r}"
         use = f"send the photo as multipart field {self.field_name!r}"
-        example = f" (curl -F {self.field_name}=@photo.jpg ...)"
+        example = f"(curl -F {self.field_name}=@photo.jpg ...)"
         if not self.stray_fields:
-            return f"no file in multipart field {self.field_name!r}: {use}{example}"
-        names = ", ".join(repr(n) if n else "a part without a Content-Disposition name"
-                          for n in dict.fromkeys(self.stray_fields))
-        return f"no file in multipart field {self.field_name!r}, but data came in {names}: " \
-            f"{use}{example}"
+            return f"{missing}: {use} {example}"
+        names = ", ".join(
+            repr(name) if name else "a part without a Content-Disposition name"
+            for name in dict.fromkeys(self.stray_fields)
+        )
+        return f"{missing}, but data came in {names}: {use} {example}"
 
     def _on_part_begin(self) -> None:
         self.parts += 1
