@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CHECKPOINT ?= models/model.safetensors
-export INVASIVE_CHECKPOINT ?= $(CHECKPOINT)
+# The checkpoint `serve` serves and `demo` builds when missing: INVASIVE_CHECKPOINT if set.
+CHECKPOINT ?= $(or $(INVASIVE_CHECKPOINT),models/model.safetensors)
+export INVASIVE_CHECKPOINT := $(CHECKPOINT)
 
 .PHONY: install serve demo test lint clean
 

@@ -12,7 +12,7 @@ _PREDICTION_EXAMPLE = {
     "label": "invasive",
     "invasive": True,
     "probability": 0.93,
-    "probabilities": {"non_invasive": 0.07, "invasive": 0.93},
+    "probabilities": {"not_invasive": 0.07, "invasive": 0.93},
     "threshold": 0.5,
     "model_id": "resnet18-3f2a9c1b7d4e",
 }
@@ -129,7 +129,7 @@ class ModelInfo(BaseModel):
                     "model_id": "resnet18-3f2a9c1b7d4e",
                     "demo": False,
                     "arch": "resnet18",
-                    "class_names": ["non_invasive", "invasive"],
+                    "class_names": ["not_invasive", "invasive"],
                     "positive_class": "invasive",
                     "threshold": 0.5,
                     "input_size": 224,
