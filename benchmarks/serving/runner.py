@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import platform
 import resource
 import shlex
 import sys
@@ -33,6 +32,7 @@ from benchmarks.serving.servers import (
     ResourceMonitor,
     RunningServer,
     ServerSpec,
+    cpu_model,
     free_port,
     idle_cpu_cores,
     machine_busy_seconds,
@@ -207,15 +207,7 @@ def measure_server(
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores of {cpu}"
+    return f"{os.cpu_count()} cores of {cpu_model()}"
 
 
 def run(cfg: RunConfig, command: str | None = None, device_name: str | None = None) -> dict:

@@ -20,6 +20,7 @@ from benchmarks.serving.servers import (
     REPO_ROOT,
     RunningServer,
     ServerSpec,
+    cpu_model,
     free_port,
     idle_cpu_cores,
     python_module_argv,
@@ -40,14 +41,7 @@ def log(message: str) -> None:
 
 def machine_info(argv: list[str], client: str = "http1") -> dict:
     """What a reader needs to judge the figures: machine, its load, revision, command."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
 
     def version(dist: str) -> str | None:
         try:
