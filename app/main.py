@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.api import health, model_info, predict
 from app.config import Settings
+from app.docs import install_docs
 from app.errors import install_error_handlers
+from app.field import install_field_page
 from app.limits import RequestHeadLimits
 from app.metrics import RequestMetricsMiddleware, ServiceMetrics
 from app.runtime import ServiceRuntime
-from app.security import require_api_key
 from app.server import CloseConnectionsWhileDraining
 
 DESCRIPTION = """
@@ -43,23 +42,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app for ``settings`` (default: from the environment). Nothing loads until startup."""
     settings = settings or Settings()
     metrics = ServiceMetrics()
-    public_docs = settings.docs_are_public
     app = FastAPI(
         title="Invasive species prediction service",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs" if public_docs else None,
+        # /docs, /redoc and /openapi.json come from app.docs: offline assets, maybe keyed.
+        docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json" if public_docs else None,
+        openapi_url=None,
     )
-    if not public_docs and settings.api_key is not None:
-        _add_keyed_docs(app)  # else (INVASIVE_PUBLIC_DOCS=false, no key): no docs at all
     app.state.runtime = ServiceRuntime(settings, metrics)
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(model_info.router)
     app.include_router(health.router)
+    install_docs(app, settings)
+    install_field_page(app)  # the page at / is public; its /v1 calls carry the key
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -76,18 +75,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost, so it also counts requests that CORS or an error handler answered.
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app
-
-
-def _add_keyed_docs(app: FastAPI) -> None:
-    """/openapi.json and /docs behind the API key (the schema lists every route and setting a
-    scanner would like to know). Swagger UI then needs the key too: open it with a browser
-    extension that adds X-API-Key, or read /openapi.json with curl."""
-    keyed = [Depends(require_api_key)]
-
-    @app.get("/openapi.json", include_in_schema=False, dependencies=keyed)
-    async def openapi() -> JSONResponse:
-        return JSONResponse(app.openapi())
-
-    @app.get("/docs", include_in_schema=False, dependencies=keyed)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
