@@ -36,6 +36,19 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32"
     )
+    engine: Literal["auto", "eager", "compile", "openvino", "onnxruntime"] = Field(
+        "auto",
+        description="what runs the model: auto (CPU: openvino when installed, else eager; "
+        "CUDA: eager), eager (PyTorch), compile (torch.compile; minutes at first start, needs a "
+        "C++ compiler on CPU), openvino (CPU), onnxruntime; converted once, checked against "
+        "eager fp32, and on any failure eager runs instead (one log line says why)",
+    )
+    engine_cache_dir: Path | None = Field(
+        None,
+        description="where engine conversions are kept between starts, keyed by checkpoint "
+        "hash, engine and library versions; unset: $XDG_CACHE_HOME/invasive-species/engines "
+        "(else ~/.cache/...); not writable: converted in memory at every start",
+    )
     api_key: str | None = Field(
         None, description="when set, X-API-Key must equal it on every endpoint but health/metrics"
     )
@@ -140,7 +153,7 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("api_key", "public_docs", mode="before")
+    @field_validator("api_key", "public_docs", "engine_cache_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

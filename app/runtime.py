@@ -1,8 +1,9 @@
 """What the service holds while it runs: the classifier, batcher, decode lanes, budget, readiness.
 
-:meth:`ServiceRuntime.start` (called from the app's lifespan) loads the checkpoint once, starts
-the decode processes and the inference threads, sets their torch threads and warms them up with
-dummy batches of several sizes; only then does readiness turn true. A supervisor task restarts an
+:meth:`ServiceRuntime.start` (called from the app's lifespan) loads the checkpoint once, builds
+its inference engine (``INVASIVE_ENGINE``, see :mod:`model.engines`), starts the decode
+processes and the inference threads, sets their torch threads and warms them up with dummy
+batches of several sizes; only then does readiness turn true. A supervisor task restarts an
 inference thread that died (readiness 503 meanwhile). :meth:`ServiceRuntime.begin_drain` (on
 SIGTERM, see ``app.__main__``) turns readiness 503 while requests are still served;
 :meth:`ServiceRuntime.stop` lets queued work finish, then releases threads and processes.
@@ -20,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+from prometheus_client import Gauge
 
 from app.admission import MemoryBudget
 from app.batcher import MicroBatcher
@@ -28,7 +30,7 @@ from app.decoding import DecodeLanes, tiny_jpeg
 from app.metrics import ServiceMetrics
 from app.pipeline import PredictionPipeline
 from model.checkpoint import CheckpointError
-from model.inference import Classifier
+from model.inference import Classifier, resolve_device
 from model.inspection import inspect_image
 
 logger = logging.getLogger("app")
@@ -77,6 +79,7 @@ class ServiceRuntime:
         self.inference_workers = 0
         self.threads_per_worker = 1
         self._previous_switch_interval: float | None = None
+        self.engine_conversion_seconds = _engine_gauge(metrics)
 
     async def start(self) -> None:
         s = self.settings
@@ -86,8 +89,18 @@ class ServiceRuntime:
         torch.set_num_threads(s.resolved_torch_threads)
         started = time.perf_counter()
         try:
+            # The engine (INVASIVE_ENGINE) is built here, once: converted or read from its
+            # cache, and checked against eager fp32; it falls back to eager rather than fail.
+            workers = s.resolved_inference_workers(resolve_device(s.device).type)
             classifier = await asyncio.to_thread(
-                Classifier.from_checkpoint, s.checkpoint, s.device, s.precision
+                Classifier.from_checkpoint,
+                s.checkpoint,
+                s.device,
+                s.precision,
+                engine=s.engine,
+                cache_dir=s.engine_cache_dir,
+                threads=s.resolved_torch_threads,
+                streams=workers,
             )
         except (CheckpointError, ValueError) as exc:
             self.not_ready_reason = f"the model failed to load: {exc}"
@@ -96,13 +109,19 @@ class ServiceRuntime:
         self.load_seconds = time.perf_counter() - started
         self.metrics.model_load_seconds.set(self.load_seconds)
         self.classifier = classifier
+        engine = classifier.engine_info
+        self.engine_conversion_seconds.labels(
+            engine.name, str(bool(engine.from_cache)).lower()
+        ).set(engine.conversion_seconds or 0.0)
         logger.info(
-            "loaded %s (%s%s) on %s, %s, in %.2fs",
+            "loaded %s (%s%s) on %s, %s, engine %s%s, in %.2fs",
             classifier.model_id,
             classifier.metadata.arch,
             ", demo checkpoint" if classifier.metadata.demo else "",
             classifier.device,
-            classifier.precision,
+            engine.precision,
+            engine.name,
+            " (from the engine cache)" if engine.from_cache else "",
             self.load_seconds,
         )
 
@@ -134,7 +153,6 @@ class ServiceRuntime:
         self.metrics.track_queue_depth(lambda: self.batcher.queue_depth if self.batcher else 0)
         self.metrics.track_memory(lambda: self.budget.in_use, self.budget.capacity)
         started = time.perf_counter()
-        workers = s.resolved_inference_workers(classifier.device.type)
         self.threads_per_worker = max(1, s.resolved_torch_threads // workers)
         await self.lanes.start()  # decode processes start and import their decoders now
         # Pillow registers its format plugins on first use: ~20 ms, paid now, not by a request.
@@ -218,6 +236,17 @@ class ServiceRuntime:
             self.inspect_pool.shutdown(wait=True, cancel_futures=True)
         if self._previous_switch_interval is not None:
             sys.setswitchinterval(self._previous_switch_interval)
+
+
+def _engine_gauge(metrics: ServiceMetrics) -> Gauge:
+    return Gauge(
+        "invasive_engine_conversion_seconds",
+        "Seconds spent building the inference engine (conversion or cache read, compilation, "
+        "parity check; 0 for eager), labelled by the engine running and whether its conversion "
+        "came from the engine cache",
+        ["engine", "from_cache"],
+        registry=metrics.registry,
+    )
 
 
 def _set_torch_threads(n: int) -> None:

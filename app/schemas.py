@@ -118,6 +118,26 @@ class NotReadyResponse(BaseModel):
     error: ErrorDetail
 
 
+class EngineInfo(BaseModel):
+    """What runs the model (``INVASIVE_ENGINE``) and what building it took."""
+
+    name: str = Field(description="the engine running: eager, compile, openvino or onnxruntime")
+    requested: str = Field(description="the engine asked for (INVASIVE_ENGINE), e.g. auto")
+    precision: str = Field(description="the precision it computes in: fp32, bf16 or fp16")
+    from_cache: bool | None = Field(
+        description="true when its conversion was read from the engine cache, false when it was "
+        "converted at this start; null for eager (nothing to convert)"
+    )
+    conversion_seconds: float | None = Field(
+        description="seconds spent building it at start-up (conversion or cache read, "
+        "compilation, the parity check against eager fp32); null for eager"
+    )
+    fallback_reason: str | None = Field(
+        description="why the requested engine is not the one running (it failed to import, "
+        "convert or match eager fp32 at start-up); null when it is"
+    )
+
+
 class ModelInfo(BaseModel):
     """What is being served, where, and how."""
 
@@ -135,6 +155,14 @@ class ModelInfo(BaseModel):
                     "input_size": 224,
                     "device": "cpu",
                     "precision": "bf16",
+                    "engine": {
+                        "name": "openvino",
+                        "requested": "auto",
+                        "precision": "bf16",
+                        "from_cache": True,
+                        "conversion_seconds": 0.31,
+                        "fallback_reason": None,
+                    },
                     "checkpoint": "model.safetensors",
                     "load_seconds": 0.41,
                     "warmup_seconds": 1.2,
@@ -153,7 +181,8 @@ class ModelInfo(BaseModel):
     threshold: float
     input_size: int
     device: str
-    precision: str
+    precision: str = Field(description="the precision the model computes in (the engine's)")
+    engine: EngineInfo
     checkpoint: str = Field(description="file name of the served checkpoint")
     load_seconds: float | None
     warmup_seconds: float | None

@@ -1,4 +1,4 @@
-"""``GET /v1/model``: what is being served (checkpoint metadata, device, precision)."""
+"""``GET /v1/model``: what is being served (checkpoint metadata, device, precision, engine)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 
 from app.api.dependencies import ReadyPipeline, Runtime
 from app.errors import error_responses
-from app.schemas import ModelInfo
+from app.schemas import EngineInfo, ModelInfo
 from app.security import require_api_key
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_api_key)])
@@ -16,7 +16,9 @@ router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_a
     "/model",
     summary="The served checkpoint",
     description="Model id, the demo flag (true for the generated demo checkpoint), device, "
-    "precision, and the checkpoint's full metadata (classes, threshold, metrics, training).",
+    "precision, the inference engine actually running (and whether its conversion came from "
+    "the cache, or why it fell back to eager), and the checkpoint's full metadata (classes, "
+    "threshold, metrics, training).",
     response_model=ModelInfo,
     responses=error_responses(401, 503),
 )
@@ -26,6 +28,7 @@ async def model_info(
 ) -> ModelInfo:
     classifier = pipeline.classifier
     meta = classifier.metadata
+    engine = classifier.engine_info
     return ModelInfo(
         model_id=classifier.model_id,
         demo=meta.demo,
@@ -35,7 +38,8 @@ async def model_info(
         threshold=meta.threshold,
         input_size=meta.input_size,
         device=str(classifier.device),
-        precision=classifier.precision,
+        precision=engine.precision,
+        engine=EngineInfo.model_validate(engine, from_attributes=True),
         checkpoint=runtime.settings.checkpoint.name,
         load_seconds=runtime.load_seconds,
         warmup_seconds=runtime.warmup_seconds,

@@ -50,11 +50,12 @@ class EnvironmentFreeSettings(Settings):
 
 
 def isolated_settings(checkpoint: Path, **overrides) -> Settings:
-    """Small, deterministic settings for a test app (fp32 on CPU, one torch thread)."""
+    """Small, deterministic settings for a test app (fp32 on CPU, eager, one torch thread)."""
     values = dict(
         checkpoint=checkpoint,
         device="cpu",
         precision="fp32",
+        engine="eager",  # the engines have their own tests (tests/model/test_engines.py)
         max_batch_size=8,
         torch_threads=1,
         decode_processes=2,

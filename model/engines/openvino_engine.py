@@ -1,0 +1,79 @@
+"""The OpenVINO engine (CPU): the network converted from PyTorch, compiled by OpenVINO's CPU plugin.
+
+The torch model, with the shared normalisation in front (uint8 in), is converted once with
+``openvino.convert_model`` and kept in the engine cache as OpenVINO IR (weights stored in
+fp32, not compressed to fp16, so an fp32 run matches eager). It is compiled for the CPU with
+inference precision bf16 when the service runs bf16 (OpenVINO uses f32 on CPUs without bf16).
+
+Threads: OpenVINO has its own pool. One caller (one inference worker): the LATENCY hint, one
+stream using every thread. Several workers: as many streams, the threads shared between them,
+the arrangement that suits eager PyTorch here (see ``app.batcher``). Each calling thread gets
+its own infer request (a request is not safe to share between threads).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from model.engines.base import BuiltEngine, EngineSource, EngineUnavailable, NormalizedModel
+from model.engines.cache import load_or_convert
+
+_PRECISIONS = {"bf16": "bf16", "f32": "fp32", "f16": "fp16"}
+
+
+class OpenVinoEngine:
+    name = "openvino"
+
+    def __init__(self, compiled) -> None:
+        self.compiled = compiled
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.precision = _PRECISIONS.get(hint, hint)
+        self._local = threading.local()
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        result = request.infer({0: batch.cpu().numpy()}, share_inputs=True)
+        return torch.from_numpy(result[0])  # a copy: the request reuses its output buffer
+
+
+def build(source: EngineSource) -> BuiltEngine:
+    if source.device.type != "cpu":
+        raise EngineUnavailable(f"openvino runs on the CPU only here, not {source.device}")
+    import openvino as ov
+
+    size = source.spec.input_size
+    versions = {"openvino": ov.get_version(), "torch": torch.__version__}
+    core = ov.Core()
+
+    def convert():
+        wrapped = NormalizedModel(source.model, source.spec).eval()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notices
+            return ov.convert_model(
+                wrapped,
+                example_input=source.example,
+                input=[(ov.PartialShape([-1, 3, size, size]), ov.Type.u8)],
+            )
+
+    def save(model, folder: Path) -> None:
+        ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
+
+    def load(folder: Path):
+        return core.read_model(folder / "model.xml")
+
+    model, from_cache = load_or_convert(source.cache, "openvino", versions, convert, save, load)
+    config = {
+        "INFERENCE_PRECISION_HINT": "bf16" if source.precision == "bf16" else "f32",
+        "INFERENCE_NUM_THREADS": max(1, source.threads),
+    }
+    if source.streams > 1:
+        config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=source.streams)
+    else:
+        config["PERFORMANCE_HINT"] = "LATENCY"
+    return BuiltEngine(OpenVinoEngine(core.compile_model(model, "CPU", config)), from_cache)
