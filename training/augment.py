@@ -27,23 +27,37 @@ ROTATION_P = 0.3
 JITTER = 0.25  # brightness, contrast and saturation factors drawn from [1 - J, 1 + J]
 
 
-def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 (N, 3, S, S) -> augmented float (N, 3, S, S) in [0, 255], same device."""
+def augment_batch(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    shard: tuple[int, int] = (0, 1),
+) -> torch.Tensor:
+    """uint8 (N, 3, S, S) -> augmented float (N, 3, S, S) in [0, 255], same device.
+
+    ``shard=(r, W)``: ``images`` are rows r, r+W, ... of a global batch of N*W images (one DDP
+    rank's share). Random numbers are drawn for the whole global batch and these rows kept, so
+    W ranks augment their shares exactly as one process augments the global batch.
+    """
     n, _, h, w = images.shape
+    rank, world = shard
     x = images.float()
 
+    def rand() -> torch.Tensor:
+        return torch.rand(n * world, generator=generator)[rank::world]
+
     def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator) * (high - low) + low
+        return rand() * (high - low) + low
 
     area = uniform(*CROP_AREA)
     log_ratio = uniform(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
     crop_w = torch.sqrt(area * log_ratio.exp()).clamp(max=1.0)
     crop_h = torch.sqrt(area / log_ratio.exp()).clamp(max=1.0)
-    centre_x = (torch.rand(n, generator=generator) * 2 - 1) * (1 - crop_w)
-    centre_y = (torch.rand(n, generator=generator) * 2 - 1) * (1 - crop_h)
-    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    centre_x = (rand() * 2 - 1) * (1 - crop_w)
+    centre_y = (rand() * 2 - 1) * (1 - crop_h)
+    flip = torch.where(rand() < 0.5, -1.0, 1.0)
     angle = uniform(-ROTATION_DEGREES, ROTATION_DEGREES) * math.pi / 180
-    angle = torch.where(torch.rand(n, generator=generator) < ROTATION_P, angle, 0.0)
+    angle = torch.where(rand() < ROTATION_P, angle, 0.0)
     cos, sin = torch.cos(angle), torch.sin(angle)
     # Output pixel (u, v) in [-1, 1]^2 samples input (x, y) = centre + R(angle) @ (flip*w*u, h*v).
     theta = torch.stack([

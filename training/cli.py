@@ -1,59 +1,69 @@
 """``invasive-train`` / ``python -m training``: fit, evaluate, predict, eda, demo.
 
 Errors the user can cause (bad data, bad options, a broken checkpoint) print one clear message
-and exit with status 2; an interrupted ``fit`` says how to resume.
+and exit with status 2; an interrupted ``fit`` says how to resume. Under ``torchrun`` (see
+``training.distributed``) only rank 0 prints results; another rank prints only its own errors.
+
+Start-up is cheap: this module and ``training.commands`` import neither torch nor anything that
+imports it, so ``--help``, ``--version`` and a wrong path answer at once (``training.preflight``
+checks paths first); each command imports its heavy modules when it runs.
+``tests/training/test_cli_startup.py`` keeps it so.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
-from model.checkpoint import CheckpointError
+from training.cli_flags import (
+    DEFAULTS,
+    HelpFormatter,
+    VersionAction,
+    add_data_flags,
+    add_group_flags,
+    add_json_flag,
+    add_runtime_flags,
+)
+from training.config import FitConfig
 from training.errors import TrainingError
-from training.fit import FitConfig
+from training.preflight import check_data_dir, check_file
 
-DEFAULTS = FitConfig(data=Path("."), output=Path("."))
-
-
-def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16/fp16 mixed precision on CUDA, bf16 on CPUs that support it")
-    p.add_argument("--workers", type=int, default=DEFAULTS.workers,
-                   help="DataLoader worker processes / decode threads (default %(default)s)")
-
-
-def _add_data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True,
-                   help="Kaggle layout (train/ + train_labels.csv, archives are extracted) "
-                        "or one folder per class")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="drop missing, duplicate, mislabelled and unreadable images, listing them")
-    p.add_argument("--positive-class", default=None,
-                   help="the invasive class of a class-folders dataset; None: the folder named "
-                        "'invasive' or '1'")
+DESCRIPTION = ("Train and use the invasive-plant photo classifier. A first run: look at the "
+               "data (eda), train a checkpoint (fit), measure it on held-out photos (evaluate), "
+               "score new photos (predict).")
+EPILOG = "Run 'invasive-train COMMAND --help' for the options of a command."
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="invasive-train", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="invasive-train", description=DESCRIPTION,
+                                     epilog=EPILOG, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action=VersionAction)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands",
+                                metavar="COMMAND")
 
-    f = sub.add_parser("fit", help="train a checkpoint (or run k-fold cross-validation)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_data_flags(f)
-    f.add_argument("--output", type=Path, required=True,
-                   help="checkpoint file to write (with --folds: a directory)")
-    f.add_argument("--arch", default=DEFAULTS.arch, help="any torchvision classification model")
+    f = sub.add_parser("fit", help="train a checkpoint (or cross-validate with --folds)",
+                       description="Train a checkpoint on labelled photos: the epoch with the "
+                                   "best validation ROC AUC is kept.",
+                       formatter_class=HelpFormatter)
+    add_data_flags(f)
+    f.add_argument("--output", type=Path, required=True, metavar="PATH",
+                   help="checkpoint file to write, e.g. models/model.safetensors (with --folds: "
+                        "a directory)")
+    f.add_argument("--arch", default=DEFAULTS.arch,
+                   help="any torchvision classification model (resnet18, resnet50, "
+                        "mobilenet_v2, ...)")
     f.add_argument("--weights", default=DEFAULTS.weights,
                    help="imagenet (torchvision download), none (from scratch), or PATH to a "
                         "state dict (.safetensors or torch.save)")
     f.add_argument("--image-size", type=int, default=DEFAULTS.image_size,
                    help="model input side in pixels (stored in the checkpoint)")
     f.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="at most this many")
-    f.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per step")
+    f.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                   help="images per step (under torchrun: the global batch)")
     f.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak AdamW learning rate")
     f.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
                    help="AdamW decoupled weight decay (not on biases and norm layers)")
@@ -68,47 +78,75 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of images (whole groups) held out for validation")
     f.add_argument("--folds", type=int, default=DEFAULTS.folds,
                    help="> 1: k-fold cross-validation, reporting mean and sd of ROC AUC")
-    f.add_argument("--group-column", default=None,
-                   help="keep images sharing this column's value on one side of every split")
-    f.add_argument("--group-file", type=Path, default=None,
-                   help="CSV with 'name' and the group column (default: the labels CSV)")
+    add_group_flags(f)
     f.add_argument("--cache", choices=["memory", "disk", "none"], default=DEFAULTS.cache,
-                   help="decode cache: keep decoded, resized images in memory (default), also "
-                        "on disk, or none (decode full photos every epoch)")
-    f.add_argument("--cache-dir", type=Path, default=None,
+                   help="decode each photo once at model size and keep it in memory; disk: "
+                        "also save it for the next run; none: decode full photos every epoch")
+    f.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
                    help="where --cache disk keeps its files "
                         "(default ~/.cache/invasive-species/decode-cache)")
     f.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its saved training state")
-    f.add_argument("--log", type=Path, default=None,
+    f.add_argument("--keep-train-state", action="store_true",
+                   help="keep <checkpoint>.train-state.pt after the run finishes (it exists for "
+                        "--resume after a kill; a finished run removes it)")
+    f.add_argument("--log", type=Path, default=None, metavar="PATH",
                    help="JSON-lines log (default: beside the checkpoint, *.log.jsonl)")
-    _add_runtime_flags(f)
+    f.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=DEFAULTS.sync_bn,
+                   help="under torchrun: BatchNorm statistics over the global batch "
+                        "(SyncBatchNorm); default on with CUDA, off on CPU (PyTorch has none)")
+    f.add_argument("--dist-timeout", type=float, default=DEFAULTS.dist_timeout,
+                   help="under torchrun: seconds a process waits for the others before the "
+                        "job fails; must exceed the longest time one rank works alone")
+    add_runtime_flags(f)
+    add_json_flag(f, "the result (rounded metrics, every path written)")
+    f.set_defaults(handler=run_fit)
 
-    d = sub.add_parser("demo", help="build a small demo checkpoint from generated images")
-    d.add_argument("--output", type=Path, required=True)
-    d.add_argument("--image-size", type=int, default=64)
-    d.add_argument("--epochs", type=int, default=2)
-    d.add_argument("--arch", default="resnet18")
+    d = sub.add_parser("demo", help="build a small demo checkpoint from generated images",
+                       description="Generate a small photo set and train a demo checkpoint on "
+                                   "it with the real fit (seconds, offline).",
+                       formatter_class=HelpFormatter)
+    d.add_argument("--output", type=Path, required=True, metavar="PATH",
+                   help="checkpoint file to write, e.g. models/model.safetensors")
+    d.add_argument("--image-size", type=int, default=64, help="model input side in pixels")
+    d.add_argument("--epochs", type=int, default=2, help="training epochs")
+    d.add_argument("--arch", default="resnet18", help="any torchvision classification model")
+    d.set_defaults(handler=run_demo)
 
     from training.commands import add_offline_commands
 
-    add_offline_commands(sub, _add_data_flags, _add_runtime_flags)
+    add_offline_commands(sub)
     return parser
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    check_data_dir(args.data)  # before importing torch: a wrong path is reported at once
+    if args.weights not in ("imagenet", "none"):
+        check_file(Path(args.weights), "--weights")
+    if args.group_file is not None:
+        check_file(args.group_file, "--group-file")
     from training.fit import fit
 
     fields = set(FitConfig.__dataclass_fields__)
     config = FitConfig(**{k: v for k, v in vars(args).items() if k in fields})
     try:
-        result = fit(config)
+        with human_output_to_stderr(args.json):
+            result = fit(config)
     except KeyboardInterrupt:
         print("\ninterrupted; continue with the same command plus --resume", file=sys.stderr)
         return 130
-    summary = {k: v for k, v in result.items() if k not in ("history", "folds")}
-    print(json.dumps(summary, indent=2, default=str))
+    if args.json and launch_rank() == 0:
+        from training.summary import rounded
+
+        print(json.dumps(rounded({k: v for k, v in result.items() if k != "history"}),
+                         indent=2))
     return 0
+
+
+def human_output_to_stderr(enabled: bool) -> contextlib.AbstractContextManager:
+    """With ``--json``, everything printed for people goes to stderr, leaving stdout to the
+    JSON (``tqdm.write`` and ``print`` look ``sys.stdout`` up when they write)."""
+    return contextlib.redirect_stdout(sys.stderr) if enabled else contextlib.nullcontext()
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -120,13 +158,38 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def launch_rank() -> int:
+    """This process's rank as torchrun sets it (``training.distributed.Launch`` reads the same
+    variables; that module imports torch)."""
+    env = os.environ
+    if all(k in env for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")):
+        return int(env["RANK"])
+    return 0
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """A ``TrainingError`` or a ``model.checkpoint.CheckpointError``; the latter is looked up
+    only if that module was imported (if it was not, nothing can have raised one)."""
+    checkpoint = sys.modules.get("model.checkpoint")
+    return isinstance(exc, TrainingError) or (
+        checkpoint is not None and isinstance(exc, checkpoint.CheckpointError))
+
+
+def _said_by_rank_0(exc: BaseException) -> bool:
+    distributed = sys.modules.get("training.distributed")
+    return distributed is not None and isinstance(exc, distributed.EveryRankError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"fit": run_fit, "demo": run_demo}
     try:
-        if args.command in handlers:
-            return handlers[args.command](args)
         return args.handler(args)
-    except (TrainingError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        rank = launch_rank()
+        if rank == 0:
+            print(f"error: {exc}", file=sys.stderr)
+        elif not _said_by_rank_0(exc):  # every rank raises those alike: rank 0 prints them
+            print(f"error (rank {rank}): {exc}", file=sys.stderr)
         return 2

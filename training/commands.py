@@ -1,68 +1,147 @@
-"""Sub-commands that use a trained checkpoint or only look at data: evaluate, predict, eda."""
+"""Sub-commands that use a trained checkpoint or only look at data: evaluate, predict, eda.
+
+Like ``training.cli``, this module imports nothing heavy: each handler checks its paths
+(``training.preflight``), then imports the module that does the work.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+import sys
 from pathlib import Path
 
+from training.cli_flags import (
+    HelpFormatter,
+    add_data_flags,
+    add_group_flags,
+    add_json_flag,
+    add_runtime_flags,
+)
+from training.preflight import check_checkpoint, check_data_dir, check_file
 
-def add_offline_commands(sub, add_data_flags: Callable, add_runtime_flags: Callable) -> None:
+# = model.engines.ENGINES, written out because that module imports torch (seconds on every
+# --help); tests/training/test_cli_startup.py keeps the two equal.
+ENGINES = ("auto", "eager", "compile", "openvino", "onnxruntime")
+
+
+def add_offline_commands(sub) -> None:
     """Register ``evaluate``, ``predict`` and ``eda`` on the ``invasive-train`` parser."""
-    e = sub.add_parser("evaluate", help="metrics JSON + ROC, confusion and training-curve PNGs")
-    e.add_argument("--checkpoint", type=Path, required=True)
+    e = sub.add_parser("evaluate", help="score a checkpoint on labelled photos: metrics, plots, "
+                                        "misclassified images",
+                       description="Score a checkpoint on labelled photos at its stored "
+                                   "threshold and write metrics.json, ROC, precision-recall, "
+                                   "confusion and training-curve PNGs, and the misclassified "
+                                   "images (misclassified.csv and a contact sheet) into --output.",
+                       formatter_class=HelpFormatter)
+    _add_checkpoint_flag(e)
     add_data_flags(e)
-    e.add_argument("--output", type=Path, required=True, help="directory for metrics and plots")
-    e.add_argument("--log", type=Path, default=None,
+    e.add_argument("--output", type=Path, required=True, metavar="DIR",
+                   help="folder for the report (metrics.json, PNGs, misclassified.csv), e.g. "
+                        "runs/eval")
+    e.add_argument("--log", type=Path, default=None, metavar="PATH",
                    help="training log for the curves (default: beside the checkpoint)")
     e.add_argument("--tta", action="store_true", help="average with the mirrored image")
     add_runtime_flags(e)
+    _add_engine_flag(e)
+    add_json_flag(e, "the metrics")
     e.set_defaults(handler=_run_evaluate)
 
-    p = sub.add_parser("predict", help="folder of photos -> Kaggle submission.csv")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--images", type=Path, required=True, help="folder of photos (e.g. test/)")
-    p.add_argument("--output", type=Path, default=Path("submission.csv"))
+    p = sub.add_parser("predict", help="score a folder of photos: Kaggle's name,invasive CSV",
+                       description="Score every photo in a folder and write Kaggle's submission "
+                                   "CSV: name (file name without extension), invasive "
+                                   "(probability of the positive class).",
+                       formatter_class=HelpFormatter)
+    _add_checkpoint_flag(p)
+    p.add_argument("--images", type=Path, required=True, metavar="DIR",
+                   help="folder of photos (e.g. data/kaggle/test)")
+    p.add_argument("--output", type=Path, required=True, metavar="PATH",
+                   help="CSV file to write, e.g. runs/submission.csv (an existing folder gets "
+                        "submission.csv inside it)")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out")
     add_runtime_flags(p)
+    _add_engine_flag(p)
     p.set_defaults(handler=_run_predict)
 
-    d = sub.add_parser("eda", help="class-balance chart and image-size summary of a dataset")
+    d = sub.add_parser("eda", help="look at a dataset: class balance, image sizes, sample "
+                                   "photos, groups",
+                       description="Summarise a dataset before training on it: class balance, "
+                                   "image sizes and formats, a grid of sample photos per class "
+                                   "and, with --group-column, the groups.",
+                       formatter_class=HelpFormatter)
     add_data_flags(d)
-    d.add_argument("--output", type=Path, required=True, help="directory for eda.json and PNG")
+    add_group_flags(d)
+    d.add_argument("--output", type=Path, required=True, metavar="DIR",
+                   help="folder for eda.json, class_balance.png and samples.png, e.g. runs/eda")
+    d.add_argument("--samples", type=int, default=8, help="sample photos per class in samples.png")
+    d.add_argument("--seed", type=int, default=0, help="which sample photos are drawn")
+    add_json_flag(d, "the summary")
     d.set_defaults(handler=_run_eda)
 
 
-def _run_evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate
+def _add_checkpoint_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
+                   help="checkpoint written by invasive-train fit (.safetensors)")
 
-    report = evaluate(args.checkpoint, args.data, args.output, device=args.device,
-                      precision=args.precision, workers=args.workers, skip_bad=args.skip_bad,
-                      flip_tta=args.tta, log=args.log)
-    keys = ("roc_auc", "accuracy", "precision", "recall", "f1", "threshold", "confusion",
-            "count", "same_data_as_training", "plots")
-    print(json.dumps({k: report[k] for k in keys}, indent=2))
-    print(f"metrics written to {args.output / 'metrics.json'}")
+
+def _add_engine_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="eager", choices=ENGINES,
+                   help="what runs the model, as the service's INVASIVE_ENGINE (default eager: "
+                        "PyTorch as written; a failed conversion falls back to it)")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    check_checkpoint(args.checkpoint)  # before importing torch: a wrong path fails at once
+    check_data_dir(args.data)
+    if args.log is not None:
+        check_file(args.log, "--log")
+    from training.cli import human_output_to_stderr
+    from training.evaluate import evaluate, evaluation_lines
+    from training.summary import rounded
+
+    with human_output_to_stderr(args.json):
+        report = evaluate(args.checkpoint, args.data, args.output, device=args.device,
+                          precision=args.precision, workers=args.workers,
+                          skip_bad=args.skip_bad, flip_tta=args.tta, log=args.log,
+                          engine=args.engine)
+        print(f"evaluated {args.checkpoint}")
+        print("\n".join(evaluation_lines(report)))
+    if args.json:
+        keys = ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "threshold",
+                "confusion", "count", "same_data_as_training", "scope", "misclassified",
+                "plots", "metrics_file")
+        print(json.dumps(rounded({k: report[k] for k in keys}), indent=2))
     return 0
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    check_checkpoint(args.checkpoint)
+    check_data_dir(args.images, "--images", "image folder")
     from training.predict import predict_folder
 
     result = predict_folder(args.checkpoint, args.images, args.output, device=args.device,
                             precision=args.precision, workers=args.workers, flip_tta=args.tta,
-                            skip_bad=args.skip_bad, batch_size=args.batch_size)
+                            skip_bad=args.skip_bad, batch_size=args.batch_size,
+                            engine=args.engine)
     print(f"wrote {result['rows']} predictions to {result['output']}")
     return 0
 
 
 def _run_eda(args: argparse.Namespace) -> int:
-    from training.eda import explore
+    check_data_dir(args.data)
+    if args.group_file is not None:
+        check_file(args.group_file, "--group-file")
+    from training.eda import eda_lines, explore
 
     summary = explore(args.data, args.output, skip_bad=args.skip_bad,
-                      positive_class=args.positive_class)
-    print(json.dumps(summary, indent=2))
+                      positive_class=args.positive_class, group_column=args.group_column,
+                      group_file=args.group_file, samples_per_class=args.samples,
+                      seed=args.seed)
+    out = sys.stderr if args.json else sys.stdout
+    print(f"eda of {args.data}", file=out)
+    print("\n".join(eda_lines(summary)), file=out)
+    if args.json:
+        print(json.dumps(summary, indent=2))
     return 0

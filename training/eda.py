@@ -1,8 +1,15 @@
-"""``eda``: what a dataset holds before training on it — class balance and image sizes."""
+"""``eda``: what a dataset holds before training on it.
+
+Class balance, image sizes and formats, a grid of sample photos per class, and with
+``--group-column`` the groups (e.g. the field photo each tile was cut from): how many per class,
+how many images each, and how many hold more than one class. Writes ``eda.json``,
+``class_balance.png`` and ``samples.png`` into the output folder.
+"""
 
 from __future__ import annotations
 
 import json
+import random
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -10,14 +17,20 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from training.data import load_labelled_data
+from training.data import LABELS_FILE, LabelledData, load_groups, load_labelled_data
 from training.plots import plot_class_balance
+from training.sheets import class_grid
+
+SAMPLES_PER_CLASS = 8
 
 
 def explore(data_dir: Path, out_dir: Path, *, skip_bad: bool = False,
-            positive_class: str | None = None) -> dict[str, Any]:
-    """Writes ``class_balance.png`` and ``eda.json``; returns the summary."""
+            positive_class: str | None = None, group_column: str | None = None,
+            group_file: Path | None = None, samples_per_class: int = SAMPLES_PER_CLASS,
+            seed: int = 0) -> dict[str, Any]:
+    """Writes ``class_balance.png``, ``samples.png`` and ``eda.json``; returns the summary."""
     data = load_labelled_data(data_dir, skip_bad=skip_bad, positive_class=positive_class)
+    groups = load_groups(data, group_column, group_file) if group_column else None
     counts = Counter(data.class_names[s.label] for s in data.samples)
     counts_in_order = {name: counts.get(name, 0) for name in data.class_names}
     widths, heights, formats, unreadable = [], [], Counter(), []
@@ -38,10 +51,85 @@ def explore(data_dir: Path, out_dir: Path, *, skip_bad: bool = False,
         "most_common_sizes": [f"{w}x{h}: {n}" for (w, h), n in sizes.most_common(5)],
         "formats": dict(formats), "unreadable_headers": unreadable, "skipped": data.skipped,
     }
+    if groups is not None:
+        source = group_file or data.root / LABELS_FILE
+        summary["groups"] = {"column": group_column, "file": str(source),
+                             **group_stats(data, groups)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_class_balance(counts_in_order, out_dir / "class_balance.png")
+    plots = {"class_balance": plot_class_balance(counts_in_order, out_dir / "class_balance.png")}
+    picked = sample_photos(data, samples_per_class, seed)
+    plots["samples"] = class_grid(
+        {f"{name} ({counts_in_order[name]})": paths for name, paths in picked.items()},
+        out_dir / "samples.png",
+        title=f"{data_dir}: up to {samples_per_class} random photos per class (seed {seed})")
+    summary["plots"] = {k: str(v) for k, v in plots.items()}
+    summary["summary_file"] = str(out_dir / "eda.json")
     (out_dir / "eda.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def sample_photos(data: LabelledData, per_class: int, seed: int) -> dict[str, list[Path]]:
+    """Up to ``per_class`` photos of each class, drawn at random (reproducibly)."""
+    rng = random.Random(seed)
+    by_class: dict[str, list[Path]] = {name: [] for name in data.class_names}
+    for s in data.samples:
+        by_class[data.class_names[s.label]].append(s.path)
+    return {name: rng.sample(paths, min(per_class, len(paths))) for name, paths in
+            by_class.items()}
+
+
+def group_stats(data: LabelledData, groups: list[str]) -> dict[str, Any]:
+    """How the images fall into groups: per class, per group, and groups mixing classes."""
+    by_group: dict[str, Counter] = {}
+    for sample, group in zip(data.samples, groups, strict=True):
+        by_group.setdefault(group, Counter())[data.class_names[sample.label]] += 1
+    sizes = sorted(((sum(c.values()), g) for g, c in by_group.items()), reverse=True)
+    mixed = sorted(g for g, c in by_group.items() if len(c) > 1)
+    return {
+        "groups": len(by_group),
+        "groups_per_class": {name: sum(1 for c in by_group.values() if c[name])
+                             for name in data.class_names},
+        "images_per_group": _spread([n for n, _ in sizes]),
+        "groups_with_several_classes": len(mixed),
+        "mixed_examples": mixed[:5],
+        "largest_groups": [f"{g}: {n}" for n, g in sizes[:5]],
+    }
+
+
+def eda_lines(summary: dict[str, Any]) -> list[str]:
+    """The readable summary ``invasive-train eda`` prints."""
+    classes = ", ".join(f"{k} {v}" for k, v in summary["classes"].items())
+    w, h = summary["width"], summary["height"]
+    common = ", ".join(summary["most_common_sizes"][:3])
+    sizes = (f"width {w['min']}-{w['max']} (median {w['median']:g}), height {h['min']}-"
+             f"{h['max']} (median {h['median']:g}); most common {common}" if w and h
+             else "no readable headers")
+    rows = [
+        ("data", f"{summary['data']} ({summary['layout']} layout)"),
+        ("images", f"{summary['images']}: {classes}; positive class {summary['positive_class']} "
+                   f"({100 * summary['positive_share']:.1f} %)"),
+        ("sizes", sizes),
+        ("formats", ", ".join(f"{k} {v}" for k, v in summary["formats"].items())),
+    ]
+    if summary["unreadable_headers"]:
+        rows.append(("unreadable", f"{len(summary['unreadable_headers'])}: "
+                                   f"{', '.join(summary['unreadable_headers'][:5])}"))
+    g = summary.get("groups")
+    if g:
+        per_class = ", ".join(f"{k} {v}" for k, v in g["groups_per_class"].items())
+        n = g["images_per_group"]
+        rows += [
+            ("groups", f"{g['groups']} by {g['column']!r} ({g['file']}); groups with each "
+                       f"class: {per_class}"),
+            ("per group", f"images min {n['min']}, median {n['median']:g}, max {n['max']}; "
+                          f"largest: {', '.join(g['largest_groups'][:3])}"),
+            ("mixed", f"{g['groups_with_several_classes']} groups hold more than one class"
+                      + (f" (e.g. {', '.join(g['mixed_examples'][:3])})"
+                         if g["mixed_examples"] else "")),
+        ]
+    rows += [(name.replace("_", " "), path) for name, path in summary["plots"].items()]
+    rows.append(("summary file", summary["summary_file"]))
+    return [f"  {label:<13} {text}" for label, text in rows]
 
 
 def _spread(values: list[int]) -> dict[str, float] | None:

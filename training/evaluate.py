@@ -1,12 +1,19 @@
-"""``evaluate``: a checkpoint on labelled data -> metrics JSON and PNG plots.
+"""``evaluate``: a checkpoint on labelled data -> metrics JSON, PNG plots, misclassified images.
 
 Scores through the service's path (``training.scoring``) at the checkpoint's stored threshold.
-The checkpoint's data fingerprint is compared with the evaluated data's so a report never passes
-off training-set figures as held-out ones without saying so.
+The checkpoint's data fingerprint and training config are compared with the evaluated data so
+the report says exactly what was scored: held-out photos, or the checkpoint's own training and
+validation images (optimistic figures), never passing one off as the other.
+
+Writes into the output folder: ``metrics.json``, ``roc.png``, ``precision_recall.png``,
+``confusion_matrix.png``, ``training_curves.png`` (when the training log is found),
+``misclassified.csv`` (every wrong image, worst first) and ``misclassified.png`` (a contact sheet
+of the worst :data:`SHEET_LIMIT`).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -14,12 +21,19 @@ from typing import Any
 import numpy as np
 
 from model.inference import Classifier
-from training.data import load_labelled_data
-from training.errors import DataError, list_offenders
+from training.data import LabelledData, load_labelled_data
+from training.errors import DataError, TrainingError, list_offenders
 from training.metrics import binary_metrics
-from training.plots import plot_confusion, plot_roc, plot_training_curves
+from training.plots import plot_confusion, plot_precision_recall, plot_roc, plot_training_curves
 from training.runlog import read_log
 from training.scoring import score_files
+from training.sheets import Tile, contact_sheet
+from training.summary import metrics_text
+
+SHEET_LIMIT = 64  # thumbnails on the misclassified contact sheet (the CSV lists them all)
+FALSE_POSITIVE, FALSE_NEGATIVE = (200, 30, 30), (230, 140, 0)  # frame colours on the sheet
+PLOT_NAMES = {"roc": "ROC curve", "precision_recall": "precision-recall",
+              "confusion": "confusion matrix", "training_curves": "training curves"}
 
 
 def evaluate(
@@ -33,8 +47,13 @@ def evaluate(
     skip_bad: bool = False,
     flip_tta: bool = False,
     log: Path | None = None,
+    engine: str = "eager",
 ) -> dict[str, Any]:
-    classifier = Classifier.from_checkpoint(checkpoint, device=device, precision=precision)
+    try:
+        classifier = Classifier.from_checkpoint(checkpoint, device=device, precision=precision,
+                                                engine=engine)
+    except ValueError as exc:  # --device cuda without CUDA, --precision fp16 on a CPU
+        raise TrainingError(str(exc)) from None
     meta = classifier.metadata
     data = load_labelled_data(data_dir, skip_bad=skip_bad, positive_class=meta.positive_class)
     unknown = sorted(set(data.class_names) - set(meta.class_names))
@@ -54,19 +73,22 @@ def evaluate(
     is_pos = np.array([data.class_names[s.label] == meta.positive_class for s in data.samples])
     p_pos = probs[:, meta.positive_index]
     metrics = binary_metrics(is_pos[keep], p_pos[keep], meta.threshold)
+    same = data.fingerprint() == meta.data_fingerprint
     report = {
         "checkpoint": str(checkpoint), "model_id": classifier.model_id, "data": str(data_dir),
         "positive_class": meta.positive_class, "flip_tta": flip_tta, **metrics,
         "skipped": data.skipped + [f"{paths[i].name}: {w}" for i, w in failures.items()],
-        "same_data_as_training": data.fingerprint() == meta.data_fingerprint,
+        "same_data_as_training": same,
+        "scope": data_scope(meta.training_config, data_dir, int(keep.sum()), same),
     }
-    if report["same_data_as_training"]:
-        print("note: this is the data the checkpoint was trained on; the figures are optimistic")
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = {}
     if len(np.unique(is_pos[keep])) == 2:
         plots["roc"] = plot_roc(is_pos[keep], p_pos[keep], meta.threshold, metrics["roc_auc"],
                                 out_dir / "roc.png")
+        plots["precision_recall"] = plot_precision_recall(is_pos[keep], p_pos[keep],
+                                                          meta.threshold,
+                                                          out_dir / "precision_recall.png")
     others = [n for n in meta.class_names if n != meta.positive_class]
     negative = others[0] if len(others) == 1 else f"not {meta.positive_class}"
     plots["confusion"] = plot_confusion(metrics["confusion"], negative, meta.positive_class,
@@ -76,6 +98,92 @@ def evaluate(
         epochs = [e for e in read_log(log) if e.get("event") == "epoch"]
         if epochs:
             plots["training_curves"] = plot_training_curves(epochs, out_dir / "training_curves.png")
+    wrong = misclassified(data, p_pos, keep, meta.threshold, meta.positive_class, negative)
+    report["misclassified"] = write_misclassified(wrong, out_dir, meta.threshold,
+                                                  meta.positive_class, int(keep.sum()))
     report["plots"] = {k: str(v) for k, v in plots.items()}
+    report["metrics_file"] = str(out_dir / "metrics.json")
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def data_scope(training_config: dict[str, Any], data_dir: Path, scored: int, same: bool) -> str:
+    """What was scored, relative to what the checkpoint was trained and validated on."""
+    trained, validated = training_config.get("train_size"), training_config.get("val_size")
+    if same and trained is not None and validated is not None:
+        return (f"all {scored} images under {data_dir}, including the {validated} the checkpoint "
+                f"was validated on and the {trained} it was trained on: an optimistic figure; "
+                "evaluate on photos it never saw, or cross-validate (fit --folds 5, with "
+                "--group-column for tiles of one photo) for an honest estimate")
+    if same:
+        return (f"all {scored} images under {data_dir}: the data the checkpoint was trained and "
+                "validated on, an optimistic figure; evaluate on photos it never saw")
+    source = training_config.get("data")
+    if source and Path(source).resolve() == Path(data_dir).resolve():
+        return (f"{scored} images under {data_dir}, the folder the checkpoint was trained on, "
+                "but its files changed since (the data fingerprint differs): most of them likely "
+                "trained or validated it, so the figures are probably optimistic")
+    return (f"{scored} images under {data_dir}, not the data the checkpoint was trained on (the "
+            "data fingerprints differ); photos shared with its training data, if any, would "
+            "still flatter the figures")
+
+
+def misclassified(data: LabelledData, p_pos: np.ndarray, keep: np.ndarray, threshold: float,
+                  positive: str, negative: str) -> list[dict[str, Any]]:
+    """The wrongly classified images, most confidently wrong first."""
+    rows = []
+    for i, sample in enumerate(data.samples):
+        truth = data.class_names[sample.label]
+        said_positive = bool(p_pos[i] >= threshold)
+        if not keep[i] or said_positive == (truth == positive):
+            continue
+        p = float(p_pos[i])
+        rows.append({"name": sample.name, "true_class": truth,
+                     "predicted": positive if said_positive else negative,
+                     "p_positive": round(p, 6),
+                     "error": "false positive" if said_positive else "false negative",
+                     "path": str(sample.path), "_wrongness": p if said_positive else 1.0 - p})
+    rows.sort(key=lambda r: -r["_wrongness"])
+    return [{k: v for k, v in r.items() if k != "_wrongness"} for r in rows]
+
+
+def write_misclassified(rows: list[dict[str, Any]], out_dir: Path, threshold: float,
+                        positive: str, scored: int) -> dict[str, Any]:
+    """``misclassified.csv`` (all of them) and ``misclassified.png`` (the worst, if any)."""
+    csv_path = out_dir / "misclassified.csv"
+    columns = ["rank", "name", "true_class", "predicted", "p_positive", "error", "path"]
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({"rank": i, **r} for i, r in enumerate(rows, start=1))
+    sheet = None
+    if rows:
+        shown = rows[:SHEET_LIMIT]
+        title = (f"misclassified at threshold {threshold:.3f}: {len(rows)} of {scored} images, "
+                 "worst first" + (f" (the first {len(shown)})" if len(shown) < len(rows) else "")
+                 + "; red frame: false positive, orange: false negative")
+        tiles = [Tile(Path(r["path"]), (r["name"], f"true: {r['true_class']}",
+                                        f"p({positive}) = {r['p_positive']:.3f}"),
+                      FALSE_POSITIVE if r["error"] == "false positive" else FALSE_NEGATIVE)
+                 for r in shown]
+        sheet = str(contact_sheet(tiles, out_dir / "misclassified.png", title=title))
+    return {"count": len(rows), "csv": str(csv_path), "sheet": sheet}
+
+
+def evaluation_lines(report: dict[str, Any]) -> list[str]:
+    """The readable summary ``invasive-train evaluate`` prints."""
+    c, wrong = report["confusion"], report["misclassified"]
+    rows = [
+        ("scored", report["scope"]),
+        ("metrics", f"{metrics_text(report)}; at the checkpoint's threshold "
+                    f"{report['threshold']:.4f}" + (", mirror-image TTA" if report["flip_tta"]
+                                                    else "")),
+        ("confusion", f"TN {c['tn']}, FP {c['fp']}, FN {c['fn']}, TP {c['tp']} (positive: "
+                      f"{report['positive_class']})"),
+        ("misclassified", f"{wrong['count']}: " + ", ".join(
+            p for p in (wrong["csv"], wrong["sheet"]) if p) + (" (worst first)" if wrong["count"]
+                                                               else "")),
+        ("metrics file", report["metrics_file"]),
+        *[(PLOT_NAMES.get(name, name), path) for name, path in report["plots"].items()],
+    ]
+    return [f"  {label:<16} {text}" for label, text in rows]

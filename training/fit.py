@@ -7,7 +7,9 @@ train one epoch / evaluate / keep the best, with early stopping. Details that ma
 - validation scores through the service's ``Classifier`` (``training.loop``), and the decision
   threshold stored in the checkpoint is the one maximising Youden's J on validation;
 - shuffling and augmentation are seeded per epoch, so a resumed run repeats the epochs it
-  redoes exactly as an uninterrupted one would.
+  redoes exactly as an uninterrupted one would;
+- under ``torchrun`` the same code trains a DistributedDataParallel model, ``--batch-size`` being
+  the global batch (``training.distributed`` says how the ranks share the work).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.checkpoint import CheckpointMetadata, save_checkpoint
-from model.inference import resolve_device, resolve_precision
+from model.inference import resolve_precision
 from model.preprocessing import PreprocessSpec
+from training import distributed
+from training.config import FitConfig, log_path
 from training.data import LabelledData, load_groups, load_labelled_data
+from training.distributed import EveryRankError
 from training.errors import DataError, TrainingError, list_offenders
 from training.images import (
     CachedImages,
@@ -41,48 +46,11 @@ from training.metrics import binary_metrics, youden_threshold
 from training.optim import build_optimizer, build_schedule
 from training.runlog import RunLog
 from training.splits import holdout_split
-from training.state import load_state, save_state, state_path
+from training.state import load_resumable, restore, save_state, snapshot, state_path
+from training.summary import announce, data_lines, finish, say
 from training.weights import build_initial_model
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
-
-
-@dataclass
-class FitConfig:
-    """Every knob of a training run; the defaults are the recipe of docs/benchmarks.md."""
-
-    data: Path
-    output: Path
-    arch: str = "resnet18"
-    weights: str = "imagenet"  # "imagenet", "none" or a path to a state dict
-    image_size: int = 160
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    schedule: str = "cosine"
-    patience: int = 3  # epochs without a better validation ROC AUC before stopping
-    seed: int = 0
-    val_fraction: float = 0.2
-    folds: int = 1  # > 1: k-fold cross-validation (see training.cv)
-    group_column: str | None = None
-    group_file: Path | None = None
-    positive_class: str | None = None
-    skip_bad: bool = False
-    device: str = "auto"
-    precision: str = "auto"
-    workers: int = 2  # DataLoader worker processes, and threads for the one-off decode
-    cache: str = "memory"  # "memory", "disk" (in cache_dir) or "none" (decode every epoch)
-    cache_dir: Path | None = None
-    resume: bool = False
-    log: Path | None = None
-    demo: bool = False
-
-    def as_metadata(self) -> dict[str, Any]:
-        skip = {"resume", "output", "cache_dir"}
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()
-                if k not in skip}
 
 
 @dataclass
@@ -98,6 +66,8 @@ def prepare_data(config: FitConfig) -> PreparedData:
     """Index, validate and (unless ``cache="none"``) decode the dataset once."""
     data = load_labelled_data(config.data, skip_bad=config.skip_bad,
                               positive_class=config.positive_class)
+    if distributed.is_main():
+        say(data_lines(config, data))  # before the decode: the first thing a user sees
     spec = PreprocessSpec(input_size=config.image_size)
     images = None
     if config.cache != "none":
@@ -116,7 +86,7 @@ def prepare_data(config: FitConfig) -> PreparedData:
                 )
             keep = [i for i in range(len(paths)) if i not in failures]
             images, data = images[keep], data.without(bad)
-    if data.skipped:
+    if data.skipped and distributed.is_main():
         tqdm.write(f"--skip-bad: {list_offenders('skipped', data.skipped)}")
     groups = load_groups(data, config.group_column, config.group_file) if config.group_column \
         else None
@@ -124,18 +94,41 @@ def prepare_data(config: FitConfig) -> PreparedData:
 
 
 def fit(config: FitConfig, *, on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
-    """Train on a hold-out split (or k folds, see ``training.cv``); returns the result summary."""
+    """Train on a hold-out split (or k folds, see ``training.cv``); returns the result summary.
+
+    Under ``torchrun`` every process calls this; they train one model together (DDP).
+    """
+    started = time.perf_counter()
+    distributed.check_options(config.batch_size, config.folds)
+    runtime(config)  # a bad --device or --precision fails now, not after decoding the data
     if config.folds > 1:
         from training.cv import cross_validate
 
         return cross_validate(config, on_epoch_end=on_epoch_end)
-    prepared = prepare_data(config)
-    train_idx, val_idx = holdout_split(prepared.data.labels, prepared.groups,
-                                       config.val_fraction, config.seed)
-    log_path = config.log or config.output.with_name(
-        config.output.name.removesuffix(".safetensors") + ".log.jsonl")
-    return train_split(config, prepared, train_idx, val_idx, Path(config.output),
-                       RunLog(log_path), on_epoch_end=on_epoch_end)
+    with distributed.session(config.device, config.dist_timeout):
+        with distributed.main_rank_first():
+            prepared = prepare_data(config)
+        train_idx, val_idx = holdout_split(prepared.data.labels, prepared.groups,
+                                           config.val_fraction, config.seed)
+        log = RunLog(log_path(config) if distributed.is_main() else None)
+        output = Path(config.output)
+        result = train_split(config, prepared, train_idx, val_idx, output, log,
+                             on_epoch_end=on_epoch_end)
+        if distributed.is_main():
+            finish(config, result, output, started)
+        return result
+
+
+def runtime(config: FitConfig) -> tuple[torch.device, str]:
+    """This process's device and precision; a user's impossible choice is a clear error."""
+    try:
+        device = distributed.local_device(config.device)
+        return device, resolve_precision(config.precision, device)
+    except TrainingError:
+        raise
+    except (ValueError, RuntimeError) as exc:  # "cuda requested but not available", "fp16 on CPU"
+        raise EveryRankError(f"--device {config.device} --precision {config.precision}: "
+                             f"{exc}") from None
 
 
 def train_split(
@@ -151,11 +144,14 @@ def train_split(
 ) -> dict[str, Any]:
     """Train on ``train_idx``, validate on ``val_idx``, keep the best checkpoint at ``output``."""
     data, spec = prepared.data, prepared.spec
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
+    main = distributed.is_main()  # rank 0 (or the only process): the one that writes and prints
+    device, precision = runtime(config)
     torch.manual_seed(config.seed)
-    model = build_initial_model(config.arch, len(data.class_names), config.weights)
+    # Under DDP only rank 0 reads pretrained weights: DDP copies rank 0's weights to the others.
+    model = build_initial_model(config.arch, len(data.class_names),
+                                config.weights if main else "none")
     model = model.to(device, memory_format=torch.channels_last)
+    model = distributed.use_sync_batchnorm(model, device, config.sync_bn)
 
     labels = np.asarray(data.labels)
     train_set = train_dataset(prepared, train_idx)
@@ -165,7 +161,8 @@ def train_split(
                               round(steps * config.warmup_epochs), config.schedule)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     run_info = {"fold": fold, "device": str(device), "precision": precision,
-                "train_size": len(train_idx), "val_size": len(val_idx)}
+                "train_size": len(train_idx), "val_size": len(val_idx),
+                "world_size": distributed.get_world_size()}
     metadata = CheckpointMetadata(
         arch=config.arch, class_names=data.class_names, positive_class=data.positive_class,
         input_size=spec.input_size, training_config={**config.as_metadata(), **run_info},
@@ -174,27 +171,38 @@ def train_split(
     progress: dict[str, Any] = {"epoch": 0, "history": [], "best_score": -math.inf,
                                 "best": None, "stale": 0}
     state_file = state_path(output)
-    if config.resume and state_file.is_file():
-        progress = _restore(state_file, prepared, config, model, optimizer, schedule)
-        tqdm.write(f"resuming {output} after epoch {progress['epoch']}")
-    elif config.resume and fold is None:
-        load_state(state_file)  # raises the clear "nothing to resume" error
+    identity = {"fingerprint": prepared.fingerprint, "arch": config.arch,
+                "image_size": config.image_size, "epochs": config.epochs}
+    state = distributed.from_main(lambda: _resume_state(state_file, identity, config, fold))
+    if main:
+        announce(config, prepared, train_idx, val_idx, fold, model, steps, output, log.path,
+                  device, precision)
+    if state is not None:
+        progress = restore(state, model, optimizer, schedule)
+        if main:
+            tqdm.write(f"resuming {output} after epoch {progress['epoch']}")
     else:
         log.write("start", config=config.as_metadata(), **run_info)
+    train_model = distributed.data_parallel(model, device)  # DDP wrapper, or model itself
 
     is_pos = labels[val_idx] == data.positive_index
     tag = f"fold {fold} " if fold is not None else ""
     for epoch in range(progress["epoch"] + 1, config.epochs + 1):
         if progress["stale"] >= config.patience:
             break
+        distributed.fault_injection_point(epoch)  # test-only hook; a no-op in normal use
         loader = epoch_loader(train_set, config, epoch, device)
-        stats = train_one_epoch(model, loader, optimizer, schedule, device=device,
+        stats = train_one_epoch(train_model, loader, optimizer, schedule, device=device,
                                 precision=precision, spec=spec, scaler=scaler,
                                 desc=f"{tag}epoch {epoch}/{config.epochs}")
+        loss_sum, images = distributed.sum_across_ranks([stats.loss * stats.images, stats.images])
+        stats = replace(stats, loss=loss_sum / max(1.0, images), images=int(images))
+        distributed.sync_buffers(model)
         val_start = time.perf_counter()
-        val_images = _validation_images(prepared, val_idx, config.workers)
+        val_images = _validation_images(prepared, distributed.my_share(val_idx), config.workers)
         probs = score_with_classifier(model, metadata, val_images, device=device,
                                       precision=precision)
+        probs = distributed.gather_rows(probs, len(val_idx))  # the whole validation set
         p_pos = probs[:, data.positive_index]
         metrics = binary_metrics(is_pos, p_pos, youden_threshold(is_pos, p_pos))
         record = {
@@ -216,40 +224,52 @@ def train_split(
                 "metrics": {"validation": {**metrics, "epoch": epoch},
                             "threshold_method": "youden_j"},
             })
-            save_checkpoint(output, model, metadata)
+            if main:
+                save_checkpoint(output, model, metadata)
         else:
             progress["stale"] += 1
         progress["epoch"] = epoch
         progress["history"].append(record)
         log.write("epoch", **record)
-        tqdm.write(
-            f"{tag}epoch {epoch:>3}  loss {stats.loss:.4f}  val_loss {metrics['log_loss']:.4f}  "
-            f"val_auc {metrics['roc_auc']:.4f}  val_acc {metrics['accuracy']:.3f}  "
-            f"{stats.images_per_s:6.1f} img/s  {record['epoch_s']:.1f}s"
-            + ("  *" if improved else "")
-        )
-        save_state(state_file, _snapshot(progress, prepared, config, model, optimizer, schedule))
+        if main:
+            tqdm.write(
+                f"{tag}epoch {epoch:>3}  loss {stats.loss:.4f}  val_loss {metrics['log_loss']:.4f}"
+                f"  val_auc {metrics['roc_auc']:.4f}  val_acc {metrics['accuracy']:.3f}  "
+                f"{stats.images_per_s:6.1f} img/s  {record['epoch_s']:.1f}s"
+                + ("  *" if improved else "")
+            )
+            save_state(state_file, snapshot(progress, identity, model, optimizer, schedule))
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
-    result = {"checkpoint": str(output), "fold": fold, "best": progress["best"],
-              "epochs_run": progress["epoch"], "history": progress["history"], **run_info}
+    result = {"checkpoint": str(output), "log": str(log.path) if log.path else None,
+              "fold": fold, "best": progress["best"], "epochs_run": progress["epoch"],
+              "history": progress["history"], **run_info}
     log.write("result", **{k: v for k, v in result.items() if k != "history"})
     return result
 
 
 def epoch_loader(train_set, config: FitConfig, epoch: int, device: torch.device) -> DataLoader:
-    """This epoch's shuffled batches; order and augmentation are seeded by (seed, epoch)."""
-    torch.manual_seed(config.seed * 1000 + epoch)  # augmentation, reproducible on resume
-    return DataLoader(
-        train_set, batch_size=config.batch_size, shuffle=True,
-        generator=torch.Generator().manual_seed(config.seed * 1000 + epoch),
-        # Batches from the cache are slices of one in-memory tensor: worker processes would
-        # only add IPC, so they serve the no-cache path (and the one-off decode) alone.
-        num_workers=0 if isinstance(train_set, CachedImages) else config.workers,
-        drop_last=len(train_set) > config.batch_size,
-        pin_memory=device.type == "cuda",
-    )
+    """This epoch's shuffled batches; order and augmentation are seeded by (seed, epoch).
+
+    Under DDP each rank loads its share of each of these same global batches.
+    """
+    seed = config.seed * 1000 + epoch
+    torch.manual_seed(seed)  # augmentation, reproducible on resume
+    shuffled = dict(batch_size=config.batch_size, shuffle=True,
+                    generator=torch.Generator().manual_seed(seed),
+                    drop_last=len(train_set) > config.batch_size)
+    # Batches from the cache are slices of one in-memory tensor: worker processes would only
+    # add IPC, so they serve the no-cache path (and the one-off decode) alone.
+    loading = dict(num_workers=0 if isinstance(train_set, CachedImages) else config.workers,
+                   pin_memory=device.type == "cuda")
+    if distributed.get_world_size() > 1:
+        batches = distributed.shard_batches(DataLoader(range(len(train_set)), **shuffled))
+        # A loader without a generator would draw its worker seed from the global RNG, shifting
+        # the augmentation's random numbers away from the single-process run's.
+        return DataLoader(train_set, batch_sampler=batches, **loading,
+                          generator=torch.Generator().manual_seed(seed))
+    return DataLoader(train_set, **shuffled, **loading)
 
 
 def train_dataset(prepared: PreparedData, idx: np.ndarray) -> CachedImages | FullDecodeImages:
@@ -271,26 +291,9 @@ def _validation_images(prepared: PreparedData, idx: np.ndarray, threads: int) ->
     return images
 
 
-def _snapshot(progress, prepared, config, model, optimizer, schedule) -> dict[str, Any]:
-    return {
-        **progress,
-        "fingerprint": prepared.fingerprint, "arch": config.arch,
-        "image_size": config.image_size, "epochs": config.epochs,
-        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-    }
-
-
-def _restore(path, prepared, config, model, optimizer, schedule) -> dict[str, Any]:
-    state = load_state(path)
-    for key, now in (("fingerprint", prepared.fingerprint), ("arch", config.arch),
-                     ("image_size", config.image_size), ("epochs", config.epochs)):
-        if state.get(key) != now:
-            raise TrainingError(
-                f"--resume: {path} was made with {key}={state.get(key)!r}, this run has "
-                f"{now!r}; resume with the same data and options, or start afresh without --resume"
-            )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    return {k: state[k] for k in ("epoch", "history", "best_score", "best", "stale")}
+def _resume_state(state_file: Path, identity: dict[str, Any], config: FitConfig,
+                  fold: int | None) -> dict[str, Any] | None:
+    """The saved state to continue from; None: start afresh (a fold that never started)."""
+    if not config.resume or (fold is not None and not state_file.is_file()):
+        return None
+    return load_resumable(state_file, identity)  # "nothing to resume", or a mismatch: an error

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from model.imaging import ImageDecodeError, decode_image
 from model.preprocessing import PreprocessSpec, image_to_tensor, prepare_input, resize_for_model
+from training import distributed
 from training.errors import TrainingError
 
 
@@ -46,7 +47,7 @@ def decode_images(
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         list(tqdm(pool.map(one, range(len(paths))), total=len(paths), desc=desc, leave=False,
-                  unit="img", mininterval=1.0))
+                  unit="img", mininterval=1.0, disable=not distributed.is_main()))
     return out, failures
 
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from model.checkpoint import CheckpointMetadata
 from model.inference import Classifier, autocast_context
 from model.preprocessing import PreprocessSpec, normalize_batch
+from training import distributed
 from training.augment import augment_batch
 
 
@@ -53,11 +54,15 @@ def train_one_epoch(
     model.train()
     total_loss, seen, data_s, compute_s = 0.0, 0, 0.0, 0.0
     start = tick = time.perf_counter()
-    bar = tqdm(loader, desc=desc, leave=False, unit="batch", mininterval=1.0)
+    # Under DDP each rank holds rows r, r+W, ... of the global batch: augmentation draws for the
+    # whole batch and keeps those rows, so the ranks together augment it as one process would.
+    shard = (distributed.get_rank(), distributed.get_world_size())
+    bar = tqdm(loader, desc=desc, leave=False, unit="batch", mininterval=1.0,
+               disable=not distributed.is_main())
     for images, labels in bar:
         loaded = time.perf_counter()
         data_s += loaded - tick
-        x = normalize_batch(augment_batch(images.to(device, non_blocking=True)), spec)
+        x = normalize_batch(augment_batch(images.to(device, non_blocking=True), shard=shard), spec)
         x = x.contiguous(memory_format=torch.channels_last)
         y = labels.to(device, non_blocking=True)
         with autocast_context(device, precision):

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 
 def plot_roc(is_positive: np.ndarray, p_positive: np.ndarray, threshold: float, auc: float,
@@ -23,6 +23,34 @@ def plot_roc(is_positive: np.ndarray, p_positive: np.ndarray, threshold: float, 
     ax.scatter([fpr[at]], [tpr[at]], color="red", zorder=3, label=f"threshold {threshold:.3f}")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
     ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_precision_recall(is_positive: np.ndarray, p_positive: np.ndarray, threshold: float,
+                          path: Path) -> Path:
+    """Precision-recall curve with the operating point, and precision/recall/F1 against the
+    threshold with the checkpoint's threshold marked: what moving the threshold would trade."""
+    precision, recall, thresholds = precision_recall_curve(is_positive, p_positive)
+    pred = p_positive >= threshold
+    tp = int((pred & is_positive).sum())
+    at_p = tp / max(1, int(pred.sum()))
+    at_r = tp / max(1, int(is_positive.sum()))
+    fig, (ax_pr, ax_t) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_pr.plot(recall, precision)
+    ax_pr.scatter([at_r], [at_p], color="red", zorder=3, label=f"threshold {threshold:.3f}")
+    ax_pr.axhline(is_positive.mean(), linestyle="--", color="grey", linewidth=1,
+                  label=f"chance ({is_positive.mean():.2f})")
+    ax_pr.set(xlabel="recall", ylabel="precision", title="precision-recall curve",
+              xlim=(0, 1.02), ylim=(0, 1.02))
+    ax_pr.legend(loc="lower left")
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    ax_t.plot(thresholds, precision[:-1], label="precision")
+    ax_t.plot(thresholds, recall[:-1], label="recall")
+    ax_t.plot(thresholds, f1[:-1], label="F1", linestyle=":")
+    ax_t.axvline(threshold, color="red", linewidth=1, label=f"threshold {threshold:.3f}")
+    ax_t.set(xlabel="threshold on p(positive)", ylabel="value", title="against the threshold",
+             xlim=(0, 1), ylim=(0, 1.02))
+    ax_t.legend(loc="lower left", fontsize="small")
     return _save(fig, path)
 
 

@@ -2,6 +2,8 @@
 
 ``name`` is the file name without extension (Kaggle's test ids), ``invasive`` the probability of
 the positive class. Rows are in natural order (2 before 10), as in Kaggle's sample submission.
+``--output`` is required (no file lands in the working directory by surprise); an existing
+folder gets ``submission.csv`` inside it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from model.checkpoint import write_atomically
 from model.inference import Classifier
 from training.data import IMAGE_SUFFIXES
-from training.errors import DataError, list_offenders
+from training.errors import DataError, TrainingError, list_offenders
 from training.scoring import score_files
 
 
@@ -46,8 +48,15 @@ def predict_folder(
     flip_tta: bool = False,
     skip_bad: bool = False,
     batch_size: int = 32,
+    engine: str = "eager",
 ) -> dict:
-    classifier = Classifier.from_checkpoint(checkpoint, device=device, precision=precision)
+    if output.is_dir():
+        output = output / "submission.csv"
+    try:
+        classifier = Classifier.from_checkpoint(checkpoint, device=device, precision=precision,
+                                                engine=engine)
+    except ValueError as exc:  # --device cuda without CUDA, --precision fp16 on a CPU
+        raise TrainingError(str(exc)) from None
     paths = list_images(images)
     probs, failures = score_files(classifier, paths, batch_size=batch_size, threads=workers,
                                   flip_tta=flip_tta, desc="predicting")

@@ -1,5 +1,8 @@
 """The resumable training state written beside the checkpoint after every epoch.
 
+It exists for ``--resume`` after a kill: a run that finishes removes it (rank 0 does, under
+``torchrun``; a cross-validation once all its folds are done) unless ``--keep-train-state``.
+
 ``<checkpoint>.train-state.pt`` holds the current (not the best) weights, the optimiser and
 schedule state, the epoch reached, early-stopping counters and the history. It is written
 atomically like the checkpoint and read back with ``torch.load(weights_only=True)``, which
@@ -15,13 +18,14 @@ from typing import Any
 import torch
 
 from model.checkpoint import write_atomically
+from training.config import sibling
 from training.errors import TrainingError
 
 STATE_VERSION = 1
 
 
 def state_path(checkpoint: Path) -> Path:
-    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".train-state.pt")
+    return sibling(checkpoint, ".train-state.pt")
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -32,7 +36,10 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 def load_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise TrainingError(f"--resume: no training state at {path} (nothing to resume)")
+        raise TrainingError(
+            f"--resume: no training state at {path} (nothing to resume: the run never finished "
+            "an epoch, or it finished and removed its state; --keep-train-state keeps it)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt, truncated or foreign file
@@ -40,3 +47,40 @@ def load_state(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise TrainingError(f"--resume: {path} is not a training state of this version")
     return state
+
+
+# What a resumed run must share with the run that wrote the state, and what it continues.
+IDENTITY_KEYS = ("fingerprint", "arch", "image_size", "epochs")
+PROGRESS_KEYS = ("epoch", "history", "best_score", "best", "stale")
+
+
+def snapshot(progress: dict[str, Any], identity: dict[str, Any], model: torch.nn.Module,
+             optimizer: torch.optim.Optimizer, schedule: Any) -> dict[str, Any]:
+    """The state to save after an epoch: ``model`` is the bare module (never a DDP wrapper)."""
+    return {
+        **progress, **identity,
+        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+    }
+
+
+def load_resumable(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
+    """:func:`load_state`, refused unless it was written with the same data and options."""
+    state = load_state(path)
+    for key in IDENTITY_KEYS:
+        if state.get(key) != identity[key]:
+            raise TrainingError(
+                f"--resume: {path} was made with {key}={state.get(key)!r}, this run has "
+                f"{identity[key]!r}; resume with the same data and options, or start afresh "
+                "without --resume"
+            )
+    return state
+
+
+def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            schedule: Any) -> dict[str, Any]:
+    """Load ``state`` into the model, optimiser and schedule; returns the progress counters."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return {k: state[k] for k in PROGRESS_KEYS}

@@ -34,6 +34,21 @@ def build_initial_model(arch: str, num_classes: int, weights: str) -> nn.Module:
     return model
 
 
+def describe_weights(arch: str, weights: str, model: nn.Module) -> str:
+    """Where ``build_initial_model`` took ``model``'s weights from, and what its head is."""
+    head = classifier_head_name(model)
+    outputs = model.get_submodule(head).out_features
+    if weights == "none":
+        return f"none: random initialisation; classifier head {head!r}: {outputs} outputs"
+    if weights == "imagenet":
+        name = str(tvm.get_model_weights(arch).DEFAULT)
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        source = f"ImageNet, torchvision {name} (cached in {cache})"
+    else:
+        source = f"{weights} (every tensor but the classifier head)"
+    return f"{source}; classifier head {head!r} replaced: {outputs} outputs"
+
+
 def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     try:
         pretrained = tvm.get_model_weights(arch).DEFAULT

@@ -41,7 +41,7 @@ def test_predict_unreadable_image_is_an_error_unless_skipped(demo_checkpoint, ka
     assert len(list(csv.DictReader((tmp_path / "s.csv").open()))) == 15
 
 
-def test_evaluate_writes_metrics_and_plots(demo_checkpoint, kaggle_data, tmp_path):
+def test_evaluate_writes_metrics_and_plots(demo_checkpoint, kaggle_data, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["evaluate", "--checkpoint", str(demo_checkpoint), "--data", str(kaggle_data),
                  "--output", str(out), "--workers", "1"]) == 0
@@ -50,26 +50,40 @@ def test_evaluate_writes_metrics_and_plots(demo_checkpoint, kaggle_data, tmp_pat
     assert report["threshold"] == pytest.approx(read_metadata(demo_checkpoint).threshold)
     assert sum(report["confusion"].values()) == 16
     assert 0.0 <= report["roc_auc"] <= 1.0
-    for png in ("roc.png", "confusion_matrix.png"):
+    for png in ("roc.png", "precision_recall.png", "confusion_matrix.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    wrong = report["confusion"]["fp"] + report["confusion"]["fn"]
+    rows = list(csv.DictReader((out / "misclassified.csv").open()))
+    assert len(rows) == report["misclassified"]["count"] == wrong
+    assert (out / "misclassified.png").is_file() == (wrong > 0)
+    # The demo checkpoint was trained on photos generated elsewhere: the report says so.
+    assert report["same_data_as_training"] is False
+    assert report["scope"].startswith(f"16 images under {kaggle_data}, not the data")
+    printed = capsys.readouterr().out
+    assert f"misclassified    {wrong}: {out / 'misclassified.csv'}" in printed
+    assert f"precision-recall {out / 'precision_recall.png'}" in printed
 
 
 def test_fit_then_evaluate_draws_training_curves(kaggle_data, tmp_path, capsys):
     ckpt = tmp_path / "m.safetensors"
     assert main(["fit", "--data", str(kaggle_data), "--output", str(ckpt), "--weights", "none",
                  "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--workers", "0",
-                 "--val-fraction", "0.25"]) == 0
-    printed = capsys.readouterr().out
-    summary = json.loads(printed[printed.index("{\n"):])
+                 "--val-fraction", "0.25", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)  # with --json, stdout is the JSON alone
     assert summary["epochs_run"] == 1 and summary["checkpoint"] == str(ckpt)
     out = tmp_path / "eval"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(kaggle_data), "--output",
                  str(out), "--workers", "0"]) == 0
     assert (out / "training_curves.png").is_file()
-    assert json.loads((out / "metrics.json").read_text())["same_data_as_training"] is True
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["same_data_as_training"] is True
+    scope = (f"all 16 images under {kaggle_data}, including the 4 the checkpoint was validated "
+             "on and the 12 it was trained on: an optimistic figure")
+    assert report["scope"].startswith(scope)
+    assert scope in capsys.readouterr().out
 
 
-def test_eda_summarises_classes_and_sizes(folder_data, tmp_path):
+def test_eda_summarises_classes_and_sizes(folder_data, tmp_path, capsys):
     out = tmp_path / "eda"
     assert main(["eda", "--data", str(folder_data), "--output", str(out)]) == 0
     summary = json.loads((out / "eda.json").read_text())
@@ -77,6 +91,10 @@ def test_eda_summarises_classes_and_sizes(folder_data, tmp_path):
     assert summary["width"] == {"min": 48, "median": 48, "max": 48}
     assert summary["formats"] == {"JPEG": 16}
     assert (out / "class_balance.png").is_file()
+    assert "groups" not in summary  # no --group-column
+    printed = capsys.readouterr().out
+    assert "  images        16: invasive 8, not_invasive 8; positive class invasive" in printed
+    assert f"samples       {out / 'samples.png'}" in printed
 
 
 def test_bad_data_exits_2_with_the_message(kaggle_data, tmp_path, capsys):

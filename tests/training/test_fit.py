@@ -69,6 +69,7 @@ def test_resume_after_a_kill_finishes_like_an_uninterrupted_run(kaggle_data, tmp
     resumed = fit(config, on_epoch_end=lambda epoch, record: epochs_seen.append(epoch))
     assert epochs_seen == [2, 3]
     assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
+    assert not state_path(killed).exists()  # finished: the state that made the resume is gone
 
     straight = fit(tiny_config(kaggle_data, tmp_path / "straight.safetensors", epochs=3,
                                patience=5))
@@ -83,7 +84,7 @@ def test_resume_refuses_other_options_or_no_state(kaggle_data, tmp_path):
     out = tmp_path / "m.safetensors"
     with pytest.raises(TrainingError, match="nothing to resume"):
         fit(tiny_config(kaggle_data, out, resume=True))
-    fit(tiny_config(kaggle_data, out, epochs=1))
+    fit(tiny_config(kaggle_data, out, epochs=1, keep_train_state=True))
     with pytest.raises(TrainingError, match="image_size=32.*48"):
         fit(tiny_config(kaggle_data, out, epochs=1, image_size=48, resume=True))
 
@@ -100,6 +101,7 @@ def test_grouped_cross_validation_reports_mean_and_sd(kaggle_data, tmp_path):
     saved = json.loads((out / "cv.json").read_text())
     assert saved["roc_auc_mean"] == pytest.approx(summary["roc_auc_mean"])
     assert (out / "fold1.safetensors").is_file() and (out / "fold2.safetensors").is_file()
+    assert not list(out.glob("*.train-state.pt")) and (out / "training_curves.png").is_file()
     val_sizes = [f["val_size"] for f in saved["folds_detail"]]
     assert sum(val_sizes) == 16  # every image validated exactly once
 

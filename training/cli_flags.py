@@ -1,0 +1,92 @@
+"""The flags several ``invasive-train`` commands share, the help layout and ``--version``.
+
+Imports nothing heavy: building the parser must stay cheap (see ``training.cli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+from training.config import FitConfig
+
+DEFAULTS = FitConfig(data=Path("."), output=Path("."))
+DISTRIBUTION = "invasive-species-service"  # the name pyproject.toml installs this project as
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` once, only where it says something: not for required flags,
+    switches (False) or unset options (None), nor where the help text already names its
+    default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        unset = action.default is None or action.default is False  # 0 is a default to show
+        if (action.required or unset or action.default == argparse.SUPPRESS
+                or "default" in text or not action.option_strings):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def version_text() -> str:
+    """This package's version and torch/torchvision's, read from the installed packages'
+    metadata (cheap: importing torch to ask it would take seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (f"invasive-train {installed(DISTRIBUTION)} (torch {installed('torch')}, "
+            f"torchvision {installed('torchvision')}, Python {platform.python_version()})")
+
+
+class VersionAction(argparse.Action):
+    """``--version``: the text is looked up only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="print the versions of this package, torch and torchvision, and exit"):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text(), file=sys.stdout)
+        parser.exit()
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, metavar="DIR",
+                   help="Kaggle layout (train/ + train_labels.csv; archives are extracted) "
+                        "or one folder per class")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="drop missing, duplicate, mislabelled and unreadable images, listing them")
+    p.add_argument("--positive-class", default=None, metavar="NAME",
+                   help="the invasive class of a class-folders dataset (unset: the folder named "
+                        "'invasive' or '1')")
+
+
+def add_group_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group-column", default=None, metavar="COLUMN",
+                   help="images sharing this column's value (e.g. source_image: tiles of one "
+                        "photo) form a group, kept on one side of every split")
+    p.add_argument("--group-file", type=Path, default=None, metavar="CSV",
+                   help="CSV with 'name' and the group column (default: the labels CSV)")
+
+
+def add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA if present, else CPU), cpu, cuda, cuda:1")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 (or fp16) mixed precision on CUDA, bf16 on CPUs that "
+                        "support it, else fp32")
+    p.add_argument("--workers", type=int, default=DEFAULTS.workers,
+                   help="threads that decode photos (fit --cache none: DataLoader processes)")
+
+
+def add_json_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", action="store_true",
+                   help=f"print {what} as JSON on stdout (the readable summary and progress go "
+                        "to stderr)")

@@ -1,0 +1,67 @@
+"""``FitConfig``: every knob of a training run, and the files a run writes beside its checkpoint.
+
+Kept free of torch (and of anything that imports it) so ``invasive-train --help`` can read the
+defaults without paying for the import: ``training.cli`` builds its flags from this dataclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class FitConfig:
+    """Every knob of a training run; the defaults are the recipe of docs/benchmarks.md."""
+
+    data: Path
+    output: Path
+    arch: str = "resnet18"
+    weights: str = "imagenet"  # "imagenet", "none" or a path to a state dict
+    image_size: int = 160
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"
+    patience: int = 3  # epochs without a better validation ROC AUC before stopping
+    seed: int = 0
+    val_fraction: float = 0.2
+    folds: int = 1  # > 1: k-fold cross-validation (see training.cv)
+    group_column: str | None = None
+    group_file: Path | None = None
+    positive_class: str | None = None
+    skip_bad: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int = 2  # DataLoader worker processes, and threads for the one-off decode
+    cache: str = "memory"  # "memory", "disk" (in cache_dir) or "none" (decode every epoch)
+    cache_dir: Path | None = None
+    resume: bool = False
+    log: Path | None = None
+    demo: bool = False
+    sync_bn: bool | None = None  # DDP: SyncBatchNorm; None = on with CUDA (none exists for CPU)
+    dist_timeout: float = 1800.0  # DDP: seconds a rank waits for the others before failing
+    keep_train_state: bool = False  # keep <checkpoint>.train-state.pt after a finished run
+
+    def as_metadata(self) -> dict[str, Any]:
+        skip = {"resume", "output", "cache_dir", "keep_train_state"}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()
+                if k not in skip}
+
+
+def sibling(checkpoint: Path, suffix: str) -> Path:
+    """``models/model.safetensors`` + ``.log.jsonl`` -> ``models/model.log.jsonl``."""
+    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + suffix)
+
+
+def log_path(config: FitConfig) -> Path:
+    """The JSON-lines log of a single-split run: ``--log``, or beside the checkpoint."""
+    return Path(config.log) if config.log else sibling(Path(config.output), ".log.jsonl")
+
+
+def curves_path(checkpoint: Path) -> Path:
+    """The training-curves PNG ``fit`` writes beside a checkpoint when it finishes."""
+    return sibling(checkpoint, ".training-curves.png")

@@ -1,0 +1,65 @@
+"""Checks of the paths a command was given, made before it imports torch (seconds).
+
+A mistyped ``--checkpoint`` or ``--data`` is the commonest first-run error; it is reported at
+once. The checkpoint check reads only the safetensors header (8 bytes of length, then JSON); the
+full validation is still ``model.checkpoint``'s when the command loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from training.errors import DataError, TrainingError
+
+# = model.checkpoint.METADATA_KEY (that module imports torch); a test keeps the two equal.
+METADATA_KEY = "invasive_species_metadata"
+MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+
+
+def check_data_dir(path: Path, flag: str = "--data", what: str = "data directory") -> None:
+    if not path.exists():
+        raise DataError(f"{what} not found: {path} ({flag})")
+    if not path.is_dir():
+        raise DataError(f"{flag} {path} is a file; it must be a folder of photos")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise DataError(f"{flag} {path}: permission denied (cannot list the folder)")
+
+
+def check_file(path: Path, flag: str) -> None:
+    if not path.exists():
+        raise TrainingError(f"{flag} {path}: no such file")
+    if not path.is_file():
+        raise TrainingError(f"{flag} {path} is a folder; it must be a file")
+    if not os.access(path, os.R_OK):
+        raise TrainingError(f"{flag} {path}: permission denied (cannot read the file)")
+
+
+def check_checkpoint(path: Path) -> None:
+    """A readable safetensors file whose header carries this project's metadata."""
+    if not path.exists():
+        raise TrainingError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise TrainingError(f"--checkpoint {path} is a folder; it must be a .safetensors file")
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            length = int.from_bytes(f.read(8), "little")
+            if size < 8 or not 2 <= length <= min(MAX_HEADER, size - 8):
+                raise ValueError("no safetensors header")
+            header = json.loads(f.read(length))
+    except PermissionError:
+        raise TrainingError(f"cannot read the checkpoint {path}: permission denied") from None
+    except OSError as exc:
+        raise TrainingError(f"cannot read the checkpoint {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise TrainingError(
+            f"{path} is not a readable checkpoint (corrupt or truncated safetensors file: {exc})"
+        ) from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
+        raise TrainingError(
+            f"{path} is a safetensors file but not a checkpoint of this project (no "
+            f"{METADATA_KEY!r} metadata); pass a checkpoint written by invasive-train fit"
+        )

@@ -1,0 +1,230 @@
+"""What ``fit`` tells its user: the start-up summary, the epoch legend and the end summary.
+
+Printed by rank 0 only (the callers check ``distributed.is_main()``), through ``tqdm.write`` so
+the lines stay clear of progress bars. :func:`finish` also does rank 0's end-of-run chores:
+remove the training state (unless ``--keep-train-state``) and draw the training curves. The
+machine-readable end summary is :func:`rounded` of the result (``invasive-train fit --json``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from training import distributed
+from training.config import FitConfig, curves_path
+from training.plots import plot_training_curves
+from training.state import state_path
+from training.weights import describe_weights
+
+LEGEND = ("per epoch: training loss, validation loss / ROC AUC / accuracy, training images/s, "
+          "seconds; * = best validation ROC AUC so far, checkpoint saved")
+LAYOUTS = {"kaggle": "Kaggle layout: train/ + train_labels.csv", "folders": "one folder per class"}
+PRECISIONS = {"fp32": "fp32", "bf16": "bf16 mixed precision (autocast)",
+              "fp16": "fp16 mixed precision (autocast, loss scaling)"}
+CACHES = {"memory": "decoded once at model size, kept in memory",
+          "disk": "decoded once at model size, kept in memory and on disk",
+          "none": "full photos decoded every epoch"}
+
+
+def say(lines: list[str]) -> None:
+    for line in lines:
+        tqdm.write(line)
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    """``value`` with every float rounded to ``digits`` decimals, NaN/inf as None, paths as text:
+    plain JSON (``json.dumps`` would write NaN, which JSON parsers reject)."""
+    if isinstance(value, float):
+        return round(value, digits) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, digits) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _rows(rows: list[tuple[str, str]]) -> list[str]:
+    return [f"  {label:<11} {text}" for label, text in rows]
+
+
+def class_counts(class_names: list[str], labels: list[int]) -> str:
+    counts = Counter(labels)
+    return ", ".join(f"{name} {counts.get(i, 0)}" for i, name in enumerate(class_names))
+
+
+def plural(n: float, word: str) -> str:
+    return f"{n:g} {word}" + ("" if n == 1 else "s")
+
+
+def data_lines(config: FitConfig, data) -> list[str]:
+    """The first part of the start-up summary, printed before the photos are decoded."""
+    skipped = f"; {len(data.skipped)} skipped by --skip-bad" if data.skipped else ""
+    rows = [
+        ("data", f"{config.data} ({LAYOUTS.get(data.layout, data.layout)})"),
+        ("images", f"{len(data.samples)}: {class_counts(data.class_names, data.labels)}"
+                   f"{skipped}"),
+        ("classes", f"{', '.join(data.class_names)}; positive (invasive) class: "
+                    f"{data.positive_class}"),
+        ("decoding", f"--cache {config.cache}: {CACHES.get(config.cache, config.cache)}"),
+    ]
+    return ["invasive-train fit", *_rows(rows)]
+
+
+def split_rows(config: FitConfig, groups: list[str] | None, train_idx, val_idx,
+               fold: int | None) -> list[tuple[str, str]]:
+    """``12 train / 4 validation (25 %), ...``: the sizes, and whether and how it is grouped."""
+    n_train, n_val = len(train_idx), len(val_idx)
+    share = round(100 * n_val / max(1, n_train + n_val))
+    how = (f"fold {fold} of {config.folds}" if fold is not None
+           else f"hold-out, --val-fraction {config.val_fraction:g}")
+    split = ("split", f"{n_train} train / {n_val} validation ({share} %; {how}, seed "
+                      f"{config.seed})")
+    if groups is None:
+        return [split, ("groups", "none (each image is its own group: tiles of one photo may "
+                                  "land on both sides; see --group-column)")]
+    source = config.group_file or "the labels CSV"
+    g_train = len({groups[i] for i in train_idx})
+    g_val = len({groups[i] for i in val_idx})
+    return [split, ("groups", f"by {config.group_column!r} from {source}: {g_train} train / "
+                              f"{g_val} validation groups, none on both sides")]
+
+
+def fold_line(config: FitConfig, groups: list[str] | None, train_idx, val_idx, fold: int) -> str:
+    """A later fold's one line: its split and groups."""
+    rows = split_rows(config, groups, train_idx, val_idx, fold)
+    return "  " + "; ".join(f"{label}: {text}" for label, text in rows)
+
+
+def run_lines(config: FitConfig, *, groups: list[str] | None, train_idx, val_idx,
+              fold: int | None, device: str, precision: str, world_size: int, weights: str,
+              steps: int, outputs: dict[str, str | None]) -> list[str]:
+    """The rest of the start-up summary: split, model, weights, device, schedule, outputs."""
+    per_rank = (f", {config.batch_size // world_size} per process ({world_size} processes, "
+                "torchrun)" if world_size > 1 else "")
+    rows = [
+        *split_rows(config, groups, train_idx, val_idx, fold),
+        ("model", f"{config.arch}, input {config.image_size} px"),
+        ("weights", weights),
+        ("device", f"{device}, {PRECISIONS.get(precision, precision)}"),
+        ("batches", f"{config.batch_size} images{per_rank}, {plural(steps, 'step')} per epoch; "
+                    f"up to {plural(config.epochs, 'epoch')}, stopping after "
+                    f"{config.patience} without a better validation ROC AUC"),
+        ("optimiser", f"AdamW, lr {config.lr:g}, weight decay {config.weight_decay:g}, warm-up "
+                      f"{plural(config.warmup_epochs, 'epoch')}, then {config.schedule}"),
+    ]
+    rows += [(label, path) for label, path in outputs.items() if path is not None]
+    return [*_rows(rows), LEGEND]
+
+
+def fit_outputs(config: FitConfig, checkpoint: Path, log: Path | None,
+                state: Path) -> dict[str, str | None]:
+    """The files a single-split run writes, as the start-up summary lists them."""
+    keep = "kept" if config.keep_train_state else "removed when the run finishes"
+    return {"checkpoint": f"{checkpoint} (the best epoch's weights)",
+            "log": str(log) if log else None,
+            "train state": f"{state} (for --resume after a kill; {keep})"}
+
+
+def cv_outputs(config: FitConfig, out_dir: Path, log: Path | None) -> dict[str, str | None]:
+    keep = "kept" if config.keep_train_state else "removed when all folds finish"
+    return {"checkpoints": f"{out_dir}/fold1.safetensors ... fold{config.folds}.safetensors",
+            "log": str(log) if log else None,
+            "summary": str(out_dir / "cv.json"),
+            "train state": f"{out_dir}/fold<k>.train-state.pt (for --resume; {keep})"}
+
+
+def metrics_text(m: dict[str, Any]) -> str:
+    return (f"ROC AUC {m['roc_auc']:.4f}, accuracy {m['accuracy']:.4f}, precision "
+            f"{m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f}, log loss "
+            f"{m['log_loss']:.4f}")
+
+
+def end_lines(config: FitConfig, result: dict[str, Any], wall_s: float) -> list[str]:
+    """The end summary of a single-split run: best epoch, its metrics, threshold, paths."""
+    best, run = result["best"], result["epochs_run"]
+    stop = (f"stopped early ({config.patience} without a better validation ROC AUC)"
+            if run < config.epochs else f"--epochs {config.epochs}")
+    lines = [f"done in {_duration(wall_s)}: {plural(run, 'epoch')}, {stop}"]
+    if best is None:
+        return [*lines, "  no epoch was run: nothing to report"]
+    state = result.get("train_state")
+    rows = [
+        ("best epoch", f"{best['epoch']} of {run}"),
+        ("validation", f"{best['count']} images: {metrics_text(best)}"),
+        ("threshold", f"{best['threshold']:.4f}: maximises Youden's J (TPR - FPR) on "
+                      "validation; stored in the checkpoint"),
+        ("checkpoint", result["checkpoint"]),
+        ("log", result.get("log")),
+        ("curves", result.get("plots", {}).get("training_curves")),
+        ("train state", state if state else "removed (a finished run needs none; "
+                                            "--keep-train-state keeps it)"),
+    ]
+    lines += _rows([(k, str(v)) for k, v in rows if v is not None])
+    lines.append("  (the best epoch and the threshold were chosen on these validation images, so "
+                 "the figures lean optimistic; held-out data or --folds give an honest estimate)")
+    lines.append(f"next: invasive-train evaluate --checkpoint {result['checkpoint']} "
+                 "--data HELD_OUT_DATA --output runs/eval")
+    return lines
+
+
+def cv_end_lines(config: FitConfig, summary: dict[str, Any], wall_s: float,
+                 paths: dict[str, Any]) -> list[str]:
+    aucs = ", ".join(f"{a:.4f}" for a in summary["roc_auc_per_fold"])
+    rows = [
+        ("ROC AUC", f"{summary['roc_auc_mean']:.4f} ± {summary['roc_auc_sd']:.4f} (mean ± sd "
+                    f"over folds; per fold: {aucs})"),
+        ("accuracy", f"{summary['accuracy_mean']:.4f} (mean over folds)"),
+        ("best epochs", ", ".join(str(e) for e in summary["best_epochs"])),
+        *[(k, str(v)) for k, v in paths.items() if v],
+    ]
+    return [f"done in {_duration(wall_s)}: {config.arch} {config.folds}-fold cross-validation",
+            *_rows(rows)]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+# ---- called by training.fit on rank 0 ---------------------------------------------------------
+
+
+def announce(config: FitConfig, prepared, train_idx, val_idx, fold: int | None, model,
+             steps: int, output: Path, log: Path | None, device, precision: str) -> None:
+    """The start-up summary (a later fold of a cross-validation: only its split)."""
+    if fold is not None and fold > 1:
+        say([fold_line(config, prepared.groups, train_idx, val_idx, fold)])
+        return
+    outputs = (cv_outputs(config, output.parent, log) if fold is not None
+               else fit_outputs(config, output, log, state_path(output)))
+    say(run_lines(config, groups=prepared.groups, train_idx=train_idx, val_idx=val_idx,
+                  fold=fold, device=str(device), precision=precision,
+                  world_size=distributed.get_world_size(), steps=steps, outputs=outputs,
+                  weights=describe_weights(config.arch, config.weights, model)))
+
+
+def finish(config: FitConfig, result: dict[str, Any], output: Path, started: float) -> None:
+    """Rank 0, after a finished run: drop the training state (a finished run needs none for
+    ``--resume``) unless ``--keep-train-state``, draw the curves, print the end summary."""
+    state = state_path(output)
+    if not config.keep_train_state:
+        state.unlink(missing_ok=True)
+    plots = {}
+    if result["history"] and not config.demo:  # a demo checkpoint's models/ stays one file
+        plots["training_curves"] = str(plot_training_curves(result["history"],
+                                                            curves_path(output)))
+    result.update(train_state=str(state) if state.is_file() else None, plots=plots,
+                  wall_s=round(time.perf_counter() - started, 1))
+    result["threshold_method"] = "youden_j"
+    say(end_lines(config, result, result["wall_s"]))
