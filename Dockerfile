@@ -13,6 +13,11 @@
 # No `# syntax=` line: BuildKit would fetch a frontend image for it, which offline builders can't.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
+# ---------------------------------------------------------------------------- requirements
+FROM ${PYTHON_IMAGE} AS requirements
+COPY pyproject.toml /pyproject.toml
+RUN python -c "import tomllib; deps = tomllib.load(open('/pyproject.toml', 'rb'))['project']['dependencies']; open('/requirements.txt', 'w').write(chr(10).join(deps) + chr(10))"
+
 # ---------------------------------------------------------------------------- builder
 FROM ${PYTHON_IMAGE} AS builder
 
@@ -24,18 +29,29 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 # torch and torchvision first, in their own layer: they are gigabytes (CUDA libraries included)
 # and change only when these pins do. Keep them equal to pyproject.toml (a test checks).
+# For CPU-only hosts, --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu takes the
+# CPU wheels instead (no CUDA libraries: 3.2 GB of the CUDA image are those; see README).
+ARG TORCH_INDEX_URL=
 RUN python -m venv /opt/venv \
-    && pip install torch==2.14.1 torchvision==0.29.1
+    && pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple} \
+        torch==2.14.1 torchvision==0.29.1
 
+# The other runtime dependencies, as a requirements list read from pyproject.toml by a stage of
+# its own: the builder copies only that list, so the layers below (and the venv copied from
+# them) are rebuilt only when the runtime dependencies change, not on every code change or
+# dev-dependency edit.
 WORKDIR /build
+COPY --from=requirements /requirements.txt ./
+RUN pip install -r requirements.txt
+
+# The project itself: a regular (non-editable) install without dependencies, into a prefix of
+# its own that the runtime stage lays over the venv as a small layer. pip goes afterwards: the
+# service never installs anything at run time.
 COPY pyproject.toml README.md ./
 COPY model/ model/
 COPY training/ training/
 COPY app/ app/
-# A regular (non-editable) install: the packages land in the venv's site-packages, so the final
-# stage needs the venv and nothing from /build. pip is removed afterwards: the service never
-# installs anything at run time.
-RUN pip install . \
+RUN pip install --no-deps --prefix /opt/project . \
     && pip uninstall --yes pip
 
 # ---------------------------------------------------------------------------- runtime
@@ -58,6 +74,7 @@ RUN groupadd --gid "${APP_UID}" invasive \
     && (python -m pip uninstall --yes pip setuptools wheel >/dev/null 2>&1 || true)
 
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/project /opt/venv
 # Run by the compose `model-check` service before the API starts (see the file).
 COPY deploy/check_checkpoint.py /opt/invasive/check_checkpoint.py
 

@@ -94,13 +94,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_console_script_serves_real_http(service_checkpoint):
+def test_console_script_serves_real_http(service_checkpoint, tmp_path):
     script = shutil.which("invasive-api", path=str(Path(sys.executable).parent))
     if script is None:
         pytest.skip("invasive-api is not installed in this environment (run `make install`)")
     port = free_port()
+    # The default engine (auto), as a user gets it; its conversion cache in tmp_path.
     env = service_env(
-        checkpoint=str(service_checkpoint), port=str(port), torch_threads="1", max_batch_size="4"
+        checkpoint=str(service_checkpoint), port=str(port), torch_threads="1", max_batch_size="4",
+        engine_cache_dir=str(tmp_path / "engines"),
     )
     process = subprocess.Popen(
         [script], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

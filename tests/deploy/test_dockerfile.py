@@ -24,7 +24,7 @@ def final(stages: list[Stage]) -> Stage:
 
 def test_multi_stage_build_on_one_pinned_slim_python(stages: list[Stage]) -> None:
     assert len(stages) >= 2
-    assert stages[0].name == "builder"
+    assert [stage.name for stage in stages[:-1]] == ["requirements", "builder"]
     bases = {stage.base for stage in stages}
     # One base for all stages: the venv copied into the final stage links to its python.
     assert len(bases) == 1, bases
@@ -34,10 +34,11 @@ def test_multi_stage_build_on_one_pinned_slim_python(stages: list[Stage]) -> Non
 
 def test_final_stage_copies_only_the_venv_and_the_model_check(final: Stage) -> None:
     copies = [instruction.args for instruction in final.all("COPY")]
-    assert "--from=builder /opt/venv /opt/venv" in copies
-    # No source tree, tests or build leftovers: only the installed venv and the one script.
+    # No source tree, tests or build leftovers: only the installed venv (its dependencies, then
+    # the project's own packages laid over it as a small layer) and the one script.
     assert copies == [
         "--from=builder /opt/venv /opt/venv",
+        "--from=builder /opt/project /opt/venv",
         "deploy/check_checkpoint.py /opt/invasive/check_checkpoint.py",
     ]
     assert not final.all("ADD")
@@ -49,7 +50,7 @@ def test_no_compilers_or_package_caches_in_the_final_stage(final: Stage) -> None
 
 
 def test_pip_in_the_builder_keeps_no_cache(stages: list[Stage]) -> None:
-    assert stages[0].env().get("PIP_NO_CACHE_DIR") == "1"
+    assert _builder(stages).env().get("PIP_NO_CACHE_DIR") == "1"
 
 
 def test_runs_as_a_non_root_numeric_user(final: Stage) -> None:
@@ -95,7 +96,7 @@ def test_container_settings_come_from_env(final: Stage) -> None:
 def test_torch_pins_match_pyproject(stages: list[Stage]) -> None:
     pinned = _pins(PYPROJECT["project"]["dependencies"])
     assert set(pinned) == {"torch", "torchvision"}
-    builder_runs = " ".join(instruction.args for instruction in stages[0].all("RUN"))
+    builder_runs = " ".join(instruction.args for instruction in _builder(stages).all("RUN"))
     installed = dict(re.findall(r"\b(torch|torchvision)==([\w.+]+)", builder_runs))
     assert installed == pinned
 
@@ -103,7 +104,7 @@ def test_torch_pins_match_pyproject(stages: list[Stage]) -> None:
 def test_builder_copies_every_package_pyproject_installs(stages: list[Stage]) -> None:
     copied = {
         source.strip("/")
-        for instruction in stages[0].all("COPY")
+        for instruction in _builder(stages).all("COPY")
         if not instruction.args.startswith("--")
         for source in instruction.args.split()[:-1]  # the last word is the destination
     }
@@ -114,6 +115,22 @@ def test_builder_copies_every_package_pyproject_installs(stages: list[Stage]) ->
     assert {"pyproject.toml", "README.md"} <= copied
     for source in copied:
         assert (REPO_ROOT / source).exists(), source
+
+
+def _builder(stages: list[Stage]) -> Stage:
+    return next(stage for stage in stages if stage.name == "builder")
+
+
+def test_requirements_stage_lists_exactly_the_runtime_dependencies(stages: list[Stage]) -> None:
+    # The builder installs the dependencies from this list (cached while they do not change);
+    # it must be pyproject's runtime list, nothing from the dev extras.
+    (run,) = stages[0].all("RUN")
+    assert "tomllib" in run.args and "['project']['dependencies']" in run.args
+    copies = [instruction.args for instruction in _builder(stages).all("COPY")]
+    assert "--from=requirements /requirements.txt ./" in copies
+    installs = " ".join(instruction.args for instruction in _builder(stages).all("RUN"))
+    assert "pip install -r requirements.txt" in installs
+    assert "--no-deps" in installs  # the project itself adds nothing unlisted
 
 
 def _pins(requirements: list[str]) -> dict[str, str]:

@@ -27,7 +27,7 @@ def _builder_context(destination: Path) -> list[str]:
     patterns = dockerignore_patterns()
     sources = [
         source.strip("/")
-        for instruction in dockerfile_stages()[0].all("COPY")
+        for instruction in next(s for s in dockerfile_stages() if s.name == "builder").all("COPY")
         if not instruction.args.startswith("--")
         for source in instruction.args.split()[:-1]
     ]

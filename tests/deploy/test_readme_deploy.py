@@ -68,10 +68,21 @@ def test_training_commands_parse_and_use_the_mounts(command: list[str]) -> None:
     assert str(parsed.output) == "/models/model.safetensors"  # where the API reads it
 
 
-def test_cpu_instructions_name_existing_files() -> None:
-    (files,) = re.findall(r"COMPOSE_FILE=(\S+)", SECTION)
-    for name in files.split(":"):
-        assert (REPO_ROOT / name).is_file(), name
+def test_compose_file_settings_name_existing_files() -> None:
+    settings = re.findall(r"COMPOSE_FILE=(\S+)", SECTION)
+    assert any("docker-compose.cpu.yml" in files for files in settings)  # the CPU override
+    assert any("docker-compose.scale.yml" in files for files in settings)  # scale-out
+    for files in settings:
+        for name in files.split(":"):
+            assert (REPO_ROOT / name).is_file(), name
+
+
+def test_scripts_and_proxy_files_it_names_exist() -> None:
+    for path in re.findall(r"`?(deploy/[\w./-]+)", SECTION):
+        path = path.rstrip(".`")
+        if path == "deploy/invasive.env":  # the user's own copy of the example
+            path += ".example"
+        assert (REPO_ROOT / path).exists(), path
 
 
 def _is_positional(words: list[str], index: int) -> bool:

@@ -34,6 +34,11 @@ BASE_SETTINGS = {
     "device": "cpu",
     "precision": "fp32",
     "torch_threads": "1",
+    # These tests are about the HTTP and decode path: eager PyTorch starts fastest (no
+    # conversion). tests/model/test_engines.py and tests/app/test_engine_info.py cover the
+    # engines; a test that wants one passes engine=... (conversions never go to ~/.cache).
+    "engine": "eager",
+    "engine_cache_dir": str(Path(tempfile.gettempdir()) / "invasive-test-engine-cache"),
 }
 
 
