@@ -85,10 +85,10 @@ def resolve_engine(name: str, device: torch.device) -> str:
         raise ValueError(f"engine must be one of {ENGINES}, got {name!r}")
     if name != "auto":
         return name
-    # From the measurements quoted in issue 13, on the 2-vCPU AMD EPYC Zen 4 development box
-    # (AVX-512 BF16, no AMX), resnet18 at 224 px: OpenVINO bf16 ran 1.33x eager bf16
-    # channels_last at batch 16, and took 9.5 ms against eager's 16 ms at batch 1.
-    # benchmarks/engines.py measures the engines side by side; revisit this choice with it.
+    # benchmarks/engines.py on the 2-vCPU AMD EPYC Zen 4 build box (AVX-512 BF16, no AMX),
+    # resnet18 at 224 px (docs/benchmarks.md, "Inference engines"): OpenVINO bf16 ran 1.26x
+    # eager bf16 at batch 16 and 9.6 ms against eager's 19.1 ms at batch 1; compile 1.09x,
+    # onnxruntime 0.61x. The service on OpenVINO: 1.13x eager's throughput at c=32.
     # On CUDA, eager until a GPU engine (TensorRT, CUDA graphs) is measured.
     if device.type == "cpu" and importlib.util.find_spec("openvino") is not None:
         return "openvino"
