@@ -9,6 +9,7 @@ export INVASIVE_CHECKPOINT := $(CHECKPOINT)
 .PHONY: install serve demo test lint clean container-test samples try
 
 $(BIN)/.installed: pyproject.toml
+	@echo "Setting up $(VENV): PyTorch with its CUDA libraries is ~6 GB, a few quiet minutes the first time (CPU-only machines: see README, Quickstart)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

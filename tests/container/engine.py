@@ -25,6 +25,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL_PYTHON_IMAGE = "python:3.11.14-slim-bookworm"
 OFFICIAL_DEBIAN_IMAGE = "debian:bookworm-slim"
 SERVICE_IMAGE = "invasive-species-service:container-test"
+# The builder stage tagged too: it holds the cached torch and dependency layers, which would
+# otherwise be dangling images, removed by the prune below.
+BUILDER_IMAGE = "invasive-species-service:container-test-builder"
 PROXY_IMAGE = "invasive-species-proxy:container-test"
 # The image is ~6.5 GB (3.2 GB of it CUDA libraries) and its build needs about as much again.
 MIN_FREE_DISK_GB = 20
@@ -121,8 +124,13 @@ def build_images() -> tuple[str, str]:
     """Build the service and proxy images (cached layers reused). Returns their tags."""
     python_base, debian_base = base_images()
     with step(f"docker build service image (on {python_base})"):
-        run(["docker", "build", "--build-arg", f"PYTHON_IMAGE={python_base}",
-             "-t", SERVICE_IMAGE, str(REPO_ROOT)], timeout=3600, env=LEGACY_BUILDER)
+        for target, tag in (("builder", BUILDER_IMAGE), ("runtime", SERVICE_IMAGE)):
+            run(["docker", "build", "--target", target, "--build-arg",
+                 f"PYTHON_IMAGE={python_base}", "-t", tag, str(REPO_ROOT)],
+                timeout=3600, env=LEGACY_BUILDER)
+    # Each rebuild leaves the previous images dangling (several GB each); the tagged ones keep
+    # the cache for the next run.
+    run(["docker", "image", "prune", "--force"], timeout=600)
     with step(f"docker build proxy image (on {debian_base})"):
         run(["docker", "build", "--build-arg", f"DEBIAN_IMAGE={debian_base}",
              "-t", PROXY_IMAGE, str(REPO_ROOT / "deploy/proxy")], timeout=900, env=LEGACY_BUILDER)
