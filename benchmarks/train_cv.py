@@ -8,12 +8,16 @@ tile's ``source_image`` so tiles of one photo never straddle train and validatio
    train epochs alternately on (a) the plain loop that decodes every full-size photo each epoch
    and (b) the decode cache; the data (loader wait) and compute time per batch are recorded;
 2. 5-fold grouped CV for mobilenet_v2 from ``../shared/weights/mobilenet_v2_imagenet_features.pth``
-   and for resnet18 from scratch; ROC AUC mean ± sd, images/s, epoch time.
+   and for resnet18 from scratch: the pooled out-of-fold ROC AUC with its 95 % bootstrap interval
+   over photos (the figure to quote; each fold's epoch and threshold are chosen on an inner
+   validation split, never on the fold it scores, see ``training.cv``), the per-fold held-out
+   ROC AUC mean ± sd, the out-of-fold threshold, images/s, epoch time.
 
     nice python benchmarks/train_cv.py > benchmarks/results/train_cv.log 2>&1
 
-Writes ``benchmarks/results/train_cv.json``; fold checkpoints go to ``benchmarks/results/raw/``
-(git-ignored). The data is read in place, never copied.
+Writes ``benchmarks/results/train_cv.json``; fold checkpoints and each arch's
+``oof_predictions.csv`` go to ``benchmarks/results/raw/`` (git-ignored). The data is read in
+place, never copied.
 """
 
 from __future__ import annotations
@@ -204,6 +208,11 @@ def main() -> int:
             summary["wall_s"] = round(time.perf_counter() - t, 1)
             results["cv"][arch] = {k: v for k, v in summary.items() if k != "folds_detail"}
             print(json.dumps(results["cv"][arch], indent=2, default=str), flush=True)
+            low, high = summary["roc_auc_oof_interval"]
+            print(f"{arch}: pooled out-of-fold ROC AUC {summary['roc_auc_oof']:.4f} (95 % "
+                  f"interval {low:.4f}-{high:.4f}, bootstrap over photos); per-fold held-out "
+                  f"{summary['roc_auc_mean']:.4f} ± {summary['roc_auc_sd']:.4f}; OOF threshold "
+                  f"{summary['threshold']:.4f} ({summary['threshold_method']})", flush=True)
     results["wall_s"] = round(time.perf_counter() - started, 1)
     args.summary.parent.mkdir(parents=True, exist_ok=True)
     args.summary.write_text(json.dumps(results, indent=2, default=str))

@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
                    help="share of images (whole groups) held out for validation")
     f.add_argument("--folds", type=int, default=DEFAULTS.folds,
-                   help="> 1: k-fold cross-validation, reporting mean and sd of ROC AUC")
+                   help="> 1: k-fold cross-validation, reporting the pooled out-of-fold ROC "
+                        "AUC with a bootstrap interval over groups (each fold's epoch and "
+                        "threshold chosen on an inner --val-fraction split, never on the fold)")
     add_group_flags(f)
     f.add_argument("--cache", choices=["memory", "disk", "none"], default=DEFAULTS.cache,
                    help="decode each photo once at model size and keep it in memory; disk: "

@@ -57,15 +57,16 @@ class VersionAction(argparse.Action):
         parser.exit()
 
 
-def add_data_flags(p: argparse.ArgumentParser) -> None:
+def add_data_flags(p: argparse.ArgumentParser, positive_help: str | None = None) -> None:
     p.add_argument("--data", type=Path, required=True, metavar="DIR",
                    help="Kaggle layout (train/ + train_labels.csv; archives are extracted) "
                         "or one folder per class")
     p.add_argument("--skip-bad", action="store_true",
-                   help="drop missing, duplicate, mislabelled and unreadable images, listing them")
+                   help="drop missing, duplicate (keeping the first), mislabelled and unreadable "
+                        "images, listing them")
     p.add_argument("--positive-class", default=None, metavar="NAME",
-                   help="the invasive class of a class-folders dataset (unset: the folder named "
-                        "'invasive' or '1')")
+                   help=positive_help or "the invasive class of a class-folders dataset (unset: "
+                                         "the folder named 'invasive' or '1')")
 
 
 def add_group_flags(p: argparse.ArgumentParser) -> None:

@@ -35,7 +35,9 @@ def add_offline_commands(sub) -> None:
                                    "images (misclassified.csv and a contact sheet) into --output.",
                        formatter_class=HelpFormatter)
     _add_checkpoint_flag(e)
-    add_data_flags(e)
+    add_data_flags(e, positive_help="the checkpoint's positive class, if given (unset: the "
+                                    "checkpoint's; another class is refused: the stored "
+                                    "threshold was chosen for the checkpoint's own)")
     e.add_argument("--output", type=Path, required=True, metavar="DIR",
                    help="folder for the report (metrics.json, PNGs, misclassified.csv), e.g. "
                         "runs/eval")
@@ -48,13 +50,15 @@ def add_offline_commands(sub) -> None:
     e.set_defaults(handler=_run_evaluate)
 
     p = sub.add_parser("predict", help="score a folder of photos: Kaggle's name,invasive CSV",
-                       description="Score every photo in a folder and write Kaggle's submission "
-                                   "CSV: name (file name without extension), invasive "
-                                   "(probability of the positive class).",
+                       description="Score every photo in a folder and its sub-folders and write "
+                                   "Kaggle's submission CSV: name (the path under the folder "
+                                   "without extension: 12, or invasive/12 in a sub-folder), "
+                                   "invasive (probability of the positive class).",
                        formatter_class=HelpFormatter)
     _add_checkpoint_flag(p)
     p.add_argument("--images", type=Path, required=True, metavar="DIR",
-                   help="folder of photos (e.g. data/kaggle/test)")
+                   help="folder of photos, searched recursively (e.g. data/kaggle/test, or a "
+                        "class-folders root)")
     p.add_argument("--output", type=Path, required=True, metavar="PATH",
                    help="CSV file to write, e.g. runs/submission.csv (an existing folder gets "
                         "submission.csv inside it)")
@@ -105,7 +109,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         report = evaluate(args.checkpoint, args.data, args.output, device=args.device,
                           precision=args.precision, workers=args.workers,
                           skip_bad=args.skip_bad, flip_tta=args.tta, log=args.log,
-                          engine=args.engine)
+                          engine=args.engine, positive_class=args.positive_class)
         print(f"evaluated {args.checkpoint}")
         print("\n".join(evaluation_lines(report)))
     if args.json:

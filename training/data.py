@@ -96,7 +96,7 @@ def load_labelled_data(
     if (root / LABELS_FILE).is_file():
         data = _load_kaggle(root, skip_bad)
     else:
-        data = _load_class_folders(root, positive_class)
+        data = _load_class_folders(root, positive_class, skip_bad)
     if positive_class is not None and positive_class != data.positive_class:
         if positive_class not in data.class_names:
             raise DataError(f"--positive-class {positive_class!r} is not one of {data.class_names}")
@@ -149,7 +149,7 @@ def _load_kaggle(root: Path, skip_bad: bool) -> LabelledData:
     return LabelledData(root, "kaggle", list(KAGGLE_CLASS_NAMES), "invasive", samples, skipped)
 
 
-def _load_class_folders(root: Path, positive_class: str | None) -> LabelledData:
+def _load_class_folders(root: Path, positive_class: str | None, skip_bad: bool) -> LabelledData:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     class_names = [d.name for d in class_dirs]
     if len(class_names) < 2:
@@ -165,16 +165,28 @@ def _load_class_folders(root: Path, positive_class: str | None) -> LabelledData:
     ]
     counts: dict[str, list[str]] = {}
     for s in samples:
-        counts.setdefault(s.name, []).append(str(s.path.relative_to(root)))
+        counts.setdefault(s.name, []).append(s.path.relative_to(root).as_posix())
     duplicates = [" & ".join(paths) for paths in counts.values() if len(paths) > 1]
+    skipped: list[str] = []
     if duplicates:  # names key the group CSV, so they must be unique across classes
-        raise DataError(_problem_report(root, {"duplicate names": duplicates}))
+        if not skip_bad:
+            raise DataError(_problem_report(root, {"duplicate names": duplicates}))
+        # Keep the first file of each name (class folders in sorted order), drop the others.
+        kept: dict[str, Sample] = {}
+        for s in samples:
+            if s.name in kept:
+                first = kept[s.name].path.relative_to(root).as_posix()
+                skipped.append(f"{s.path.relative_to(root).as_posix()}: duplicate name "
+                               f"(kept {first})")
+            else:
+                kept[s.name] = s
+        samples = list(kept.values())
     positive = positive_class or _guess_positive(class_names)
     if positive is None:
         raise DataError(
             f"cannot tell which of {class_names} is the invasive class; pass --positive-class"
         )
-    return LabelledData(root, "folders", class_names, positive, samples)
+    return LabelledData(root, "folders", class_names, positive, samples, skipped)
 
 
 def _guess_positive(class_names: list[str]) -> str | None:

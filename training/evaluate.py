@@ -48,14 +48,20 @@ def evaluate(
     flip_tta: bool = False,
     log: Path | None = None,
     engine: str = "eager",
+    positive_class: str | None = None,
 ) -> dict[str, Any]:
+    """``positive_class`` (``--positive-class``) may only repeat the checkpoint's own: see
+    :func:`check_positive_class`."""
     try:
         classifier = Classifier.from_checkpoint(checkpoint, device=device, precision=precision,
                                                 engine=engine)
     except ValueError as exc:  # --device cuda without CUDA, --precision fp16 on a CPU
         raise TrainingError(str(exc)) from None
     meta = classifier.metadata
+    check_positive_class(positive_class, meta.positive_class, meta.class_names, meta.threshold)
     data = load_labelled_data(data_dir, skip_bad=skip_bad, positive_class=meta.positive_class)
+    if data.skipped:
+        print(list_offenders("--skip-bad: skipped", data.skipped))
     unknown = sorted(set(data.class_names) - set(meta.class_names))
     if unknown:
         raise DataError(f"{data_dir} has classes the checkpoint does not know: {unknown} "
@@ -105,6 +111,28 @@ def evaluate(
     report["metrics_file"] = str(out_dir / "metrics.json")
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def check_positive_class(asked: str | None, stored: str, class_names: list[str],
+                         threshold: float) -> None:
+    """Refuse a ``--positive-class`` other than the checkpoint's.
+
+    ``evaluate`` measures the checkpoint as the service runs it: the service answers with the
+    probability of the checkpoint's positive class, compared with a threshold chosen for that
+    class. Scoring another class as positive would report figures at a threshold that was never
+    chosen for it, for a question the service never answers; a user who asks for it gets a clear
+    error instead of a silently ignored flag (or a silently different report).
+    """
+    if asked is None or asked == stored:
+        return
+    if asked not in class_names:
+        raise TrainingError(f"--positive-class {asked!r} is not a class of this checkpoint "
+                            f"(its classes: {class_names}; positive: {stored!r})")
+    raise TrainingError(
+        f"--positive-class {asked!r}: this checkpoint scores {stored!r} as the positive class "
+        f"(its threshold {threshold:.4f} was chosen for it, and the service answers with its "
+        f"probability), so evaluate scores {stored!r}; leave --positive-class out, or train a "
+        f"checkpoint with fit --positive-class {asked}")
 
 
 def data_scope(training_config: dict[str, Any], data_dir: Path, scored: int, same: bool) -> str:

@@ -140,9 +140,14 @@ def train_split(
     log: RunLog,
     *,
     fold: int | None = None,
+    held_out: np.ndarray | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> dict[str, Any]:
-    """Train on ``train_idx``, validate on ``val_idx``, keep the best checkpoint at ``output``."""
+    """Train on ``train_idx``, validate on ``val_idx``, keep the best checkpoint at ``output``.
+
+    ``held_out`` (cross-validation) is only counted and reported: the images of the fold that
+    ``training.cv`` scores afterwards; nothing here looks at them.
+    """
     data, spec = prepared.data, prepared.spec
     main = distributed.is_main()  # rank 0 (or the only process): the one that writes and prints
     device, precision = runtime(config)
@@ -163,6 +168,8 @@ def train_split(
     run_info = {"fold": fold, "device": str(device), "precision": precision,
                 "train_size": len(train_idx), "val_size": len(val_idx),
                 "world_size": distributed.get_world_size()}
+    if held_out is not None:
+        run_info["held_out_size"] = len(held_out)
     metadata = CheckpointMetadata(
         arch=config.arch, class_names=data.class_names, positive_class=data.positive_class,
         input_size=spec.input_size, training_config={**config.as_metadata(), **run_info},
@@ -176,7 +183,7 @@ def train_split(
     state = distributed.from_main(lambda: _resume_state(state_file, identity, config, fold))
     if main:
         announce(config, prepared, train_idx, val_idx, fold, model, steps, output, log.path,
-                  device, precision)
+                  device, precision, held_out=held_out)
     if state is not None:
         progress = restore(state, model, optimizer, schedule)
         if main:
@@ -199,7 +206,7 @@ def train_split(
         stats = replace(stats, loss=loss_sum / max(1.0, images), images=int(images))
         distributed.sync_buffers(model)
         val_start = time.perf_counter()
-        val_images = _validation_images(prepared, distributed.my_share(val_idx), config.workers)
+        val_images = split_images(prepared, distributed.my_share(val_idx), config.workers)
         probs = score_with_classifier(model, metadata, val_images, device=device,
                                       precision=precision)
         probs = distributed.gather_rows(probs, len(val_idx))  # the whole validation set
@@ -281,7 +288,8 @@ def train_dataset(prepared: PreparedData, idx: np.ndarray) -> CachedImages | Ful
     return CachedImages(prepared.images[torch.as_tensor(idx)], labels)
 
 
-def _validation_images(prepared: PreparedData, idx: np.ndarray, threads: int) -> torch.Tensor:
+def split_images(prepared: PreparedData, idx: np.ndarray, threads: int) -> torch.Tensor:
+    """The uint8 model-size tensors of images ``idx``, for scoring (no augmentation)."""
     if prepared.images is not None:
         return prepared.images[torch.as_tensor(idx)]
     paths = [prepared.data.samples[i].path for i in idx]  # no cache: decode again every epoch

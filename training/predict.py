@@ -1,7 +1,10 @@
 """``predict``: a checkpoint on a folder of photos -> Kaggle ``submission.csv`` (``name,invasive``).
 
-``name`` is the file name without extension (Kaggle's test ids), ``invasive`` the probability of
-the positive class. Rows are in natural order (2 before 10), as in Kaggle's sample submission.
+The folder is searched recursively (a class-folders root, ``site/day/*.jpg``, ...; hidden folders
+are left out). ``name`` is the photo's path relative to the folder, without extension and with
+``/`` between folders: a flat folder gives the file name without extension (Kaggle's test ids),
+``invasive/12.jpg`` gives ``invasive/12``. ``invasive`` is the probability of the positive class.
+Rows are in natural order (2 before 10), as in Kaggle's sample submission.
 ``--output`` is required (no file lands in the working directory by surprise); an existing
 folder gets ``submission.csv`` inside it.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from pathlib import Path
 
@@ -24,17 +28,28 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def image_name(path: Path, folder: Path) -> str:
+    """The CSV name of ``path``: relative to ``folder``, POSIX separators, no extension."""
+    return path.relative_to(folder).with_suffix("").as_posix()
+
+
 def list_images(folder: Path) -> list[Path]:
+    """Every photo under ``folder``, recursively (hidden folders and files left out; symlinked
+    folders not followed), sorted naturally by their CSV name."""
     if not folder.is_dir():
         raise DataError(f"image folder not found: {folder}")
-    paths = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    paths = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # pruned in place: not descended
+        paths += [Path(parent) / f for f in files
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
     if not paths:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    stems = [p.stem for p in paths]
-    clashes = sorted({s for s in stems if stems.count(s) > 1})
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder} or its sub-folders")
+    names = [image_name(p, folder) for p in paths]
+    clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise DataError(list_offenders(f"{folder}: names that differ only in extension", clashes))
-    return sorted(paths, key=lambda p: natural_key(p.name))
+    return sorted(paths, key=lambda p: natural_key(image_name(p, folder)))
 
 
 def predict_folder(
@@ -61,13 +76,15 @@ def predict_folder(
     probs, failures = score_files(classifier, paths, batch_size=batch_size, threads=workers,
                                   flip_tta=flip_tta, desc="predicting")
     if failures:
-        names = [f"{paths[i].name} ({why})" for i, why in failures.items()]
+        names = [f"{paths[i].relative_to(images).as_posix()} ({why})"
+                 for i, why in failures.items()]
         if not skip_bad:
             raise DataError(f"{images}: " + list_offenders("unreadable images", names)
                             + " (pass --skip-bad to leave them out of the CSV)")
         print(list_offenders("left out unreadable images", names))
     pos = classifier.metadata.positive_index
-    rows = [(p.stem, f"{probs[i, pos]:.6f}") for i, p in enumerate(paths) if i not in failures]
+    rows = [(image_name(p, images), f"{probs[i, pos]:.6f}") for i, p in enumerate(paths)
+            if i not in failures]
     text = io.StringIO(newline="")
     csv.writer(text, lineterminator="\n").writerows([("name", "invasive"), *rows])
     write_atomically(output, text.getvalue().encode())  # never half a submission

@@ -79,38 +79,52 @@ def data_lines(config: FitConfig, data) -> list[str]:
 
 
 def split_rows(config: FitConfig, groups: list[str] | None, train_idx, val_idx,
-               fold: int | None) -> list[tuple[str, str]]:
-    """``12 train / 4 validation (25 %), ...``: the sizes, and whether and how it is grouped."""
+               fold: int | None, held_out=None) -> list[tuple[str, str]]:
+    """``12 train / 4 validation (25 %), ...``: the sizes, and whether and how it is grouped.
+
+    A cross-validation fold also names its held-out images; train and validation are then the
+    inner split of the rest (validation chooses the epoch and threshold).
+    """
     n_train, n_val = len(train_idx), len(val_idx)
     share = round(100 * n_val / max(1, n_train + n_val))
-    how = (f"fold {fold} of {config.folds}" if fold is not None
-           else f"hold-out, --val-fraction {config.val_fraction:g}")
-    split = ("split", f"{n_train} train / {n_val} validation ({share} %; {how}, seed "
-                      f"{config.seed})")
+    if fold is None:
+        split = ("split", f"{n_train} train / {n_val} validation ({share} %; hold-out, "
+                          f"--val-fraction {config.val_fraction:g}, seed {config.seed})")
+    elif held_out is None:
+        split = ("split", f"{n_train} train / {n_val} validation ({share} %; fold {fold} of "
+                          f"{config.folds}, seed {config.seed})")
+    else:
+        split = ("split", f"fold {fold} of {config.folds}: {len(held_out)} held out (scored "
+                          f"once at the end); the other {n_train + n_val}: {n_train} train / "
+                          f"{n_val} validation ({share} %, --val-fraction "
+                          f"{config.val_fraction:g}; chooses epoch and threshold), seed "
+                          f"{config.seed}")
     if groups is None:
         return [split, ("groups", "none (each image is its own group: tiles of one photo may "
                                   "land on both sides; see --group-column)")]
     source = config.group_file or "the labels CSV"
     g_train = len({groups[i] for i in train_idx})
     g_val = len({groups[i] for i in val_idx})
+    g_held = "" if held_out is None else f" / {len({groups[i] for i in held_out})} held-out"
     return [split, ("groups", f"by {config.group_column!r} from {source}: {g_train} train / "
-                              f"{g_val} validation groups, none on both sides")]
+                              f"{g_val} validation{g_held} groups, none on both sides")]
 
 
-def fold_line(config: FitConfig, groups: list[str] | None, train_idx, val_idx, fold: int) -> str:
+def fold_line(config: FitConfig, groups: list[str] | None, train_idx, val_idx, fold: int,
+              held_out=None) -> str:
     """A later fold's one line: its split and groups."""
-    rows = split_rows(config, groups, train_idx, val_idx, fold)
+    rows = split_rows(config, groups, train_idx, val_idx, fold, held_out)
     return "  " + "; ".join(f"{label}: {text}" for label, text in rows)
 
 
 def run_lines(config: FitConfig, *, groups: list[str] | None, train_idx, val_idx,
               fold: int | None, device: str, precision: str, world_size: int, weights: str,
-              steps: int, outputs: dict[str, str | None]) -> list[str]:
+              steps: int, outputs: dict[str, str | None], held_out=None) -> list[str]:
     """The rest of the start-up summary: split, model, weights, device, schedule, outputs."""
     per_rank = (f", {config.batch_size // world_size} per process ({world_size} processes, "
                 "torchrun)" if world_size > 1 else "")
     rows = [
-        *split_rows(config, groups, train_idx, val_idx, fold),
+        *split_rows(config, groups, train_idx, val_idx, fold, held_out),
         ("model", f"{config.arch}, input {config.image_size} px"),
         ("weights", weights),
         ("device", f"{device}, {PRECISIONS.get(precision, precision)}"),
@@ -135,7 +149,9 @@ def fit_outputs(config: FitConfig, checkpoint: Path, log: Path | None,
 
 def cv_outputs(config: FitConfig, out_dir: Path, log: Path | None) -> dict[str, str | None]:
     keep = "kept" if config.keep_train_state else "removed when all folds finish"
-    return {"checkpoints": f"{out_dir}/fold1.safetensors ... fold{config.folds}.safetensors",
+    return {"predictions": f"{out_dir}/oof_predictions.csv (every image, scored by the fold "
+                           "that held it out)",
+            "checkpoints": f"{out_dir}/fold1.safetensors ... fold{config.folds}.safetensors",
             "log": str(log) if log else None,
             "summary": str(out_dir / "cv.json"),
             "train state": f"{out_dir}/fold<k>.train-state.pt (for --resume; {keep})"}
@@ -177,11 +193,33 @@ def end_lines(config: FitConfig, result: dict[str, Any], wall_s: float) -> list[
 
 def cv_end_lines(config: FitConfig, summary: dict[str, Any], wall_s: float,
                  paths: dict[str, Any]) -> list[str]:
-    aucs = ", ".join(f"{a:.4f}" for a in summary["roc_auc_per_fold"])
+    """The end summary of a cross-validation: the pooled out-of-fold figure first."""
+    oof, ci = summary["oof"], summary["oof"]["interval"]
+    at = oof["at_threshold"]
+
+    def figures(values: list[float]) -> str:
+        return ", ".join(f"{a:.4f}" for a in values)
+
+    chosen = figures(summary["selection_roc_auc_per_fold"])
+    over = (f"{ci['groups']} groups by {config.group_column!r}" if config.group_column
+            else f"{ci['groups']} images, each its own group")
     rows = [
-        ("ROC AUC", f"{summary['roc_auc_mean']:.4f} ± {summary['roc_auc_sd']:.4f} (mean ± sd "
-                    f"over folds; per fold: {aucs})"),
-        ("accuracy", f"{summary['accuracy_mean']:.4f} (mean over folds)"),
+        ("ROC AUC", f"{oof['roc_auc']:.4f}, {ci['level']:.0%} interval {ci['low']:.4f} - "
+                    f"{ci['high']:.4f}: pooled out-of-fold, {summary['images']} images, each "
+                    "scored by the one fold model that neither trained nor chose anything on "
+                    f"it (bootstrap over {over}, {ci['resamples']} resamples, seed "
+                    f"{ci['seed']})"),
+        ("threshold", f"{oof['threshold']:.4f}: maximises Youden's J on the pooled out-of-fold "
+                      f"predictions; there accuracy {at['accuracy']:.4f}, precision "
+                      f"{at['precision']:.4f}, recall {at['recall']:.4f} (chosen on them: "
+                      "optimistic)"),
+        ("per fold", f"held-out ROC AUC {figures(summary['roc_auc_per_fold'])} (mean ± sd "
+                     f"{summary['roc_auc_mean']:.4f} ± {summary['roc_auc_sd']:.4f}); accuracy "
+                     f"at each fold checkpoint's threshold {summary['accuracy_mean']:.4f} "
+                     "(mean)"),
+        ("selection", "epoch and threshold chosen on an inner validation split of each fold's "
+                      f"training part (ROC AUC there: {chosen}; selected on it: optimistic); "
+                      "the held-out folds chose nothing"),
         ("best epochs", ", ".join(str(e) for e in summary["best_epochs"])),
         *[(k, str(v)) for k, v in paths.items() if v],
     ]
@@ -201,17 +239,19 @@ def _duration(seconds: float) -> str:
 
 
 def announce(config: FitConfig, prepared, train_idx, val_idx, fold: int | None, model,
-             steps: int, output: Path, log: Path | None, device, precision: str) -> None:
+             steps: int, output: Path, log: Path | None, device, precision: str,
+             held_out=None) -> None:
     """The start-up summary (a later fold of a cross-validation: only its split)."""
     if fold is not None and fold > 1:
-        say([fold_line(config, prepared.groups, train_idx, val_idx, fold)])
+        say([fold_line(config, prepared.groups, train_idx, val_idx, fold, held_out)])
         return
     outputs = (cv_outputs(config, output.parent, log) if fold is not None
                else fit_outputs(config, output, log, state_path(output)))
     say(run_lines(config, groups=prepared.groups, train_idx=train_idx, val_idx=val_idx,
                   fold=fold, device=str(device), precision=precision,
                   world_size=distributed.get_world_size(), steps=steps, outputs=outputs,
-                  weights=describe_weights(config.arch, config.weights, model)))
+                  weights=describe_weights(config.arch, config.weights, model),
+                  held_out=held_out))
 
 
 def finish(config: FitConfig, result: dict[str, Any], output: Path, started: float) -> None:

@@ -105,3 +105,42 @@ def test_bad_data_exits_2_with_the_message(kaggle_data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "bad labels (1): '2'='5'" in err
     assert "Traceback" not in err
+
+
+def test_evaluate_refuses_a_positive_class_other_than_the_checkpoints(demo_checkpoint,
+                                                                     kaggle_data, tmp_path,
+                                                                     capsys):
+    args = ["evaluate", "--checkpoint", str(demo_checkpoint), "--data", str(kaggle_data),
+            "--output", str(tmp_path / "eval"), "--workers", "1"]
+    assert main([*args, "--positive-class", "not_invasive"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --positive-class 'not_invasive': this checkpoint scores "
+                          "'invasive' as the positive class")
+    assert "fit --positive-class not_invasive" in err and "Traceback" not in err
+    assert main([*args, "--positive-class", "hogweed"]) == 2
+    assert "'hogweed' is not a class of this checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()  # refused before anything was scored or written
+    assert main([*args, "--positive-class", "invasive", "--json"]) == 0  # its own: accepted
+    assert json.loads(capsys.readouterr().out)["count"] == 16
+
+
+def test_predict_reads_nested_folders_and_names_rows_by_relative_path(demo_checkpoint,
+                                                                      folder_data, tmp_path,
+                                                                      capsys):
+    (folder_data / "invasive" / "later").mkdir()
+    (folder_data / "invasive" / "later" / "99.jpg").write_bytes(
+        (folder_data / "invasive" / "2.jpg").read_bytes())
+    (folder_data / ".thumbnails").mkdir()  # hidden folders are not photos to score
+    (folder_data / ".thumbnails" / "1.jpg").write_bytes(b"not scored")
+    out = tmp_path / "s.csv"
+    assert main(["predict", "--checkpoint", str(demo_checkpoint), "--images", str(folder_data),
+                 "--output", str(out), "--workers", "1"]) == 0
+    names = [r["name"] for r in csv.DictReader(out.open())]
+    assert len(names) == 17 and len(set(names)) == 17
+    assert names[:3] == ["invasive/2", "invasive/4", "invasive/6"]  # natural order, by path
+    assert "invasive/later/99" in names and "not_invasive/1" in names
+    assert names == sorted(names, key=natural_key)
+    (folder_data / "invasive" / "4.png").write_bytes(b"x")
+    assert main(["predict", "--checkpoint", str(demo_checkpoint), "--images", str(folder_data),
+                 "--output", str(out)]) == 2
+    assert "names that differ only in extension (1): invasive/4" in capsys.readouterr().err

@@ -132,3 +132,22 @@ def test_kaggle_archives_are_extracted_on_first_use(kaggle_data, tmp_path):
     data = load_labelled_data(download)
     assert len(data.samples) == 16
     assert (download / "train" / "1.jpg").is_file()
+
+
+def test_class_folder_duplicates_error_then_skip_bad_keeps_the_first(folder_data, tmp_path,
+                                                                     capsys):
+    # "2" is an invasive photo; a copy of it also sits among the natives (as .png: any suffix).
+    (folder_data / "not_invasive" / "2.png").write_bytes(
+        (folder_data / "invasive" / "2.jpg").read_bytes())
+    with pytest.raises(DataError) as err:
+        load_labelled_data(folder_data)
+    assert "duplicate names (1): invasive/2.jpg & not_invasive/2.png" in str(err.value)
+    assert "--skip-bad" in str(err.value)
+    data = load_labelled_data(folder_data, skip_bad=True)
+    assert len(data.samples) == 16 and [s.name for s in data.samples].count("2") == 1
+    kept = next(s for s in data.samples if s.name == "2")
+    assert kept.path == folder_data / "invasive" / "2.jpg"  # the first, in sorted class order
+    assert data.skipped == ["not_invasive/2.png: duplicate name (kept invasive/2.jpg)"]
+    prepared = prepare_data(tiny_config(folder_data, tmp_path / "m.safetensors", skip_bad=True))
+    assert len(prepared.data.samples) == prepared.images.shape[0] == 16
+    assert "--skip-bad: skipped (1): not_invasive/2.png: duplicate name" in capsys.readouterr().out

@@ -91,7 +91,8 @@ def test_resume_refuses_other_options_or_no_state(kaggle_data, tmp_path):
 
 def test_grouped_cross_validation_reports_mean_and_sd(kaggle_data, tmp_path):
     names = [p.stem for p in (kaggle_data / "train").iterdir()]
-    rows = "".join(f"{n},g{int(n) % 4}\n" for n in names)
+    # 8 photos of 2 tiles: enough groups for each fold's inner validation split (see test_cv.py)
+    rows = "".join(f"{n},g{(int(n) - 1) // 2}\n" for n in names)
     (kaggle_data / "meta.csv").write_text("name,source_image\n" + rows)
     out = tmp_path / "cv"
     summary = fit(tiny_config(kaggle_data, out, epochs=1, folds=2, group_column="source_image",
@@ -102,8 +103,9 @@ def test_grouped_cross_validation_reports_mean_and_sd(kaggle_data, tmp_path):
     assert saved["roc_auc_mean"] == pytest.approx(summary["roc_auc_mean"])
     assert (out / "fold1.safetensors").is_file() and (out / "fold2.safetensors").is_file()
     assert not list(out.glob("*.train-state.pt")) and (out / "training_curves.png").is_file()
-    val_sizes = [f["val_size"] for f in saved["folds_detail"]]
-    assert sum(val_sizes) == 16  # every image validated exactly once
+    held_out = [f["held_out_size"] for f in saved["folds_detail"]]
+    assert sum(held_out) == 16  # every image held out exactly once
+    assert saved["roc_auc_oof"] == pytest.approx(summary["roc_auc_oof"])
 
 
 def test_disk_cache_is_reused_and_no_cache_path_trains(kaggle_data, tmp_path):

@@ -193,9 +193,13 @@ def test_cross_validation_keeps_fold_states_until_all_folds_finish(kaggle_data, 
     assert saved["checkpoints"] == [str(out / "fold1.safetensors"), str(out / "fold2.safetensors")]
     printed = capsys.readouterr().out
     assert printed.count("invasive-train fit\n") == 2  # once per run, not per fold
-    assert re.search(r"^  split: \d+ train / \d+ validation \(\d+ %; fold 2 of 2, seed 0\); "
-                     r"groups: none", printed, re.M)
-    assert "2-fold cross-validation" in printed and "  ROC AUC " in printed
+    assert re.search(r"^  split: fold 2 of 2: 8 held out \(scored once at the end\); the other "
+                     r"8: 6 train / 2 validation \(25 %, --val-fraction 0.25; chooses epoch and "
+                     r"threshold\), seed 0; groups: none", printed, re.M)
+    assert "2-fold cross-validation" in printed
+    assert re.search(r"^  ROC AUC     \d\.\d{4}, 95% interval .*: pooled out-of-fold, 16 images",
+                     printed, re.M)
+    assert (out / "oof_predictions.csv").is_file()
 
 
 def test_weights_are_described_with_their_source_and_new_head(tmp_path):
