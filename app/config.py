@@ -120,6 +120,14 @@ class Settings(BaseSettings):
         le=60,
         description="how long work that does not fit the memory budget waits before 503",
     )
+    receive_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="longest the upload itself may take, from the first body byte to the last "
+        "(a 20 MB photo at 2 Mbit/s takes ~80 s); a client trickling its body is then answered "
+        "408 receive_timeout instead of holding a connection and its memory charge forever",
+    )
     request_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -23,6 +23,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "receive_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",

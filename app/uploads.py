@@ -15,6 +15,8 @@ makes the answer say which field to use.
 
 from __future__ import annotations
 
+import asyncio
+
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
@@ -57,12 +59,18 @@ def body_limit(max_files: int, max_file_bytes: int) -> int:
 
 
 async def read_uploads(
-    request: Request, field_name: str, max_files: int, max_file_bytes: int, charge: Charge
+    request: Request,
+    field_name: str,
+    max_files: int,
+    max_file_bytes: int,
+    charge: Charge,
+    receive_timeout_s: float,
 ) -> list[Upload]:
     """The files sent as multipart field ``field_name``, in order.
 
     Raises :class:`ApiError`: 415 not multipart; 413 body/file too large, too many files or
-    parts; 400 malformed body; 422 no file in ``field_name``; 503 memory budget busy.
+    parts; 400 malformed body; 408 body not received within ``receive_timeout_s``; 422 no file
+    in ``field_name``; 503 memory budget busy.
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
@@ -93,13 +101,25 @@ async def read_uploads(
     received = 0
     try:
         parser = MultipartParser(boundary, collector.callbacks())
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise ApiError(413, "payload_too_large", f"request body is over {limit} bytes")
-            await charge.add(len(chunk))
-            parser.write(chunk)
+        # The whole body within one deadline: without it a client sending a byte now and then
+        # holds its connection, and what it sent stays charged to the memory budget, forever.
+        async with asyncio.timeout(receive_timeout_s):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise ApiError(
+                        413, "payload_too_large", f"request body is over {limit} bytes"
+                    )
+                await charge.add(len(chunk))
+                parser.write(chunk)
         parser.finalize()
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "receive_timeout",
+            f"the upload took over {receive_timeout_s:g} s (INVASIVE_RECEIVE_TIMEOUT_S); "
+            f"{received} bytes arrived",
+        ) from None
     except FormParserError:
         raise ApiError(
             400, "invalid_multipart", "the multipart/form-data body is malformed"

@@ -13,7 +13,7 @@ from app.uploads import read_uploads
 
 router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(require_api_key)])
 
-_ERRORS = error_responses(400, 401, 413, 415, 422, 503)
+_ERRORS = error_responses(400, 401, 408, 413, 415, 422, 503)
 
 
 def _multipart_request_body(field: str, many: bool) -> dict:
@@ -72,7 +72,8 @@ async def predict(
     pipeline.check_capacity(1)
     async with runtime.budget.charge() as charge:
         uploads = await read_uploads(
-            request, "file", 1, runtime.settings.max_upload_bytes, charge
+            request, "file", 1, runtime.settings.max_upload_bytes, charge,
+            runtime.settings.receive_timeout_s,
         )
         (outcome,) = await pipeline.predict([uploads[0].data], charge)
     if isinstance(outcome, ApiError):
@@ -99,7 +100,8 @@ async def predict_batch(
     pipeline.check_capacity(1)
     async with runtime.budget.charge() as charge:
         uploads = await read_uploads(
-            request, "files", settings.max_batch_files, settings.max_upload_bytes, charge
+            request, "files", settings.max_batch_files, settings.max_upload_bytes, charge,
+            settings.receive_timeout_s,
         )
         outcomes = await pipeline.predict([upload.data for upload in uploads], charge)
     items = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from starlette.requests import Request
@@ -29,9 +30,16 @@ def multipart(*parts: tuple[str, str | None, bytes]) -> bytes:
 class StreamedRequest:
     """A Starlette request whose body arrives in chunks; counts how much was pulled."""
 
-    def __init__(self, body: bytes, chunk: int = 1024, content_length: int | None = None):
+    def __init__(
+        self,
+        body: bytes,
+        chunk: int = 1024,
+        content_length: int | None = None,
+        delay_s: float = 0.0,
+    ):
         self.chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
         self.pulled = 0
+        self.delay_s = delay_s  # before each chunk: a slow client
         headers = [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode())]
         if content_length is not None:
             headers.append((b"content-length", str(content_length).encode()))
@@ -39,6 +47,8 @@ class StreamedRequest:
         self.request = Request(scope, self._receive)
 
     async def _receive(self):
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         index = self.pulled
         self.pulled += 1
         more = index + 1 < len(self.chunks)
@@ -51,12 +61,15 @@ def read(
     max_files: int = 1,
     max_bytes: int = 10_000,
     budget: MemoryBudget | None = None,
+    receive_timeout_s: float = 60.0,
 ):
     budget = budget or MemoryBudget(1 << 30, wait_s=0.0)
 
     async def main():
         async with budget.charge() as charge:
-            uploads = await read_uploads(streamed.request, field, max_files, max_bytes, charge)
+            uploads = await read_uploads(
+                streamed.request, field, max_files, max_bytes, charge, receive_timeout_s
+            )
             assert budget.in_use >= sum(len(u.data) for u in uploads), "received bytes charged"
             return uploads
 
@@ -179,3 +192,21 @@ def test_upload_bigger_than_the_whole_memory_budget_is_413():
     err = error_of(StreamedRequest(body), budget=MemoryBudget(4096, wait_s=0.0))
     assert (err.status, err.code) == (413, "payload_too_large")
     assert "memory budget" in err.message
+
+
+def test_a_body_trickling_past_the_receive_deadline_is_408_and_its_charge_returned():
+    body = multipart(("file", "a.jpg", b"x" * 4000))
+    budget = MemoryBudget(1 << 30, wait_s=0.0)
+    slow = StreamedRequest(body, chunk=100, delay_s=0.05)  # ~2 s for the whole body
+    started = time.monotonic()
+    err = error_of(slow, receive_timeout_s=0.5, budget=budget)
+    assert (err.status, err.code) == (408, "receive_timeout")
+    assert "INVASIVE_RECEIVE_TIMEOUT_S" in err.message
+    assert time.monotonic() - started < 1.5, "answered at the deadline, not after the body"
+    assert budget.in_use == 0
+
+
+def test_a_slow_body_within_the_deadline_is_read_whole():
+    body = multipart(("file", "a.jpg", b"x" * 1000))
+    (upload,) = read(StreamedRequest(body, chunk=200, delay_s=0.02), receive_timeout_s=5.0)
+    assert upload.data == b"x" * 1000
