@@ -16,7 +16,6 @@ makes the answer say which field to use.
 from __future__ import annotations
 
 import asyncio
-
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
