@@ -111,6 +111,7 @@ def base_images() -> tuple[str, str]:
         return OFFICIAL_PYTHON_IMAGE, OFFICIAL_DEBIAN_IMAGE
     if shutil.which("debootstrap") is None:
         with step("install debootstrap (apt)"):
+            run(["apt-get", "update", "-qq"], timeout=300)
             run(["apt-get", "install", "-y", "-qq", "debootstrap"], timeout=600,
                 env={"DEBIAN_FRONTEND": "noninteractive"})
     with step("stand-in base images (debootstrap; cached after the first run)"):
