@@ -33,7 +33,7 @@ from pebble import ProcessExpired, ProcessPool
 from PIL import Image
 
 from app.decode_worker import decode_upload, start_decoder
-from app.errors import ApiError, unavailable
+from app.errors import ApiError, queue_full_error
 from model.imaging import ImageDecodeError
 from model.preprocessing import PreprocessSpec
 
@@ -119,10 +119,8 @@ class DecodeLanes:
         assert pool is not None, "DecodeLanes.start() was not awaited"
         lane = "heavy" if heavy else "light"
         if self.backlog[heavy] >= self.backlog_limits[heavy]:
-            raise unavailable(
-                "queue_full",
-                f"the service is at capacity ({self.backlog[heavy]} images waiting in the "
-                f"{lane} decode lane); retry shortly",
+            raise queue_full_error(
+                f"{self.backlog[heavy]} images waiting in the {lane} decode lane"
             )
         self.backlog[heavy] += 1
         future = pool.schedule(

@@ -110,3 +110,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+def queue_full_error(detail: str) -> ApiError:
+    """503 ``queue_full`` (+ Retry-After): a bounded queue or decode lane is full."""
+    return unavailable("queue_full", f"the service is at capacity ({detail}); retry shortly")

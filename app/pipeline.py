@@ -31,7 +31,7 @@ import torch
 from app.admission import Charge
 from app.batcher import BatchedResult, BatchFailedError, MicroBatcher, QueueFullError
 from app.decoding import DecodeLanes
-from app.errors import ApiError, unavailable
+from app.errors import ApiError, queue_full_error, unavailable
 from app.metrics import ServiceMetrics
 from model.imaging import ImageDecodeError
 from model.inference import Classifier, Prediction
@@ -66,10 +66,6 @@ class _Scored:
     probabilities: np.ndarray
     inference_ms: float
     batch_size: int  # images in the forward pass
-
-
-def queue_full_error(detail: str) -> ApiError:
-    return unavailable("queue_full", f"the service is at capacity ({detail}); retry shortly")
 
 
 class PredictionPipeline:

@@ -18,9 +18,9 @@ import torch
 
 from model.checkpoint import CheckpointMetadata, load_checkpoint
 from model.engines import build_engine
+from model.engines.base import DTYPES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -58,7 +58,7 @@ def autocast_context(device: torch.device, precision: str):
     """Autocast for bf16/fp16, a no-op for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 
 @dataclass
@@ -95,7 +95,7 @@ class Classifier:
         self.device = device
         self.precision = precision
         self.model_id = model_id
-        self.dtype = _DTYPES[precision]
+        self.dtype = DTYPES[precision]
         self.engine, self.engine_info = build_engine(
             engine,
             model.eval().to(device),

@@ -19,7 +19,6 @@ Imports only the standard library, Pillow and :mod:`model.imaging`: no torch.
 
 from __future__ import annotations
 
-import functools
 import io
 import re
 import struct
@@ -28,7 +27,13 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from model.imaging import DEFAULT_MAX_PIXELS, SUPPORTED_FORMATS, ImageDecodeError
+from model.imaging import (
+    DEFAULT_MAX_PIXELS,
+    SUPPORTED_FORMATS,
+    ImageDecodeError,
+    open_formats,
+    unsupported_format_error,
+)
 
 _MiB = 1024 * 1024
 
@@ -252,49 +257,18 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
-@functools.cache
-def _open_formats() -> tuple[str, ...]:
-    """Supported formats Pillow can open here. Trying only these keeps other plugins' ``_open``
-    off untrusted bytes: EPS parses its header in Python (an EPS header over 5 MB of comment
-    lines: 2.7 s in decode_image's Image.open before it is refused, measured)."""
-    Image.init()
-    return tuple(sorted(f for f in SUPPORTED_FORMATS if f in Image.OPEN))
-
-
 def _open(data: bytes, kind: str | None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF/ICC quirks of field cameras are harmless
-            return Image.open(io.BytesIO(data), formats=list(_open_formats()))
+            return Image.open(io.BytesIO(data), formats=list(open_formats()))
     except UnidentifiedImageError:
-        if kind is not None and kind in _open_formats():
+        if kind is not None and kind in open_formats():
             # It carries a supported format's signature, but Pillow cannot read its header.
             raise _corrupt(f"not a readable {kind} header") from None
-        raise _unsupported(data) from None
+        raise unsupported_format_error(data) from None
     except Exception as exc:  # recognised, but the header is broken (any plugin error)
         raise _corrupt(str(exc) or type(exc).__name__) from None
-
-
-def _unsupported(data: bytes) -> ImageDecodeError:
-    """The 415 of decode_image: it names the format when Pillow recognises one we refuse."""
-    prefix = data[:16]
-    for name in Image.ID:
-        accept = Image.OPEN[name][1]
-        if name in _open_formats() or accept is None:
-            continue
-        try:
-            accepted = accept(prefix)
-        except Exception:  # a plugin's probe failing means "not mine"
-            continue
-        if accepted and not isinstance(accepted, str):
-            return ImageDecodeError(
-                "unsupported_media_type", f"image format {name} is not supported", 415
-            )
-    return ImageDecodeError(
-        "unsupported_media_type",
-        "the file is not an image in a supported format (JPEG, PNG, WebP, HEIC)",
-        status=415,
-    )
 
 
 # --- JPEG ----------------------------------------------------------------------------------

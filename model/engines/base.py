@@ -16,6 +16,9 @@ import torch
 
 from model.preprocessing import PreprocessSpec, normalize_batch
 
+# Inference precisions by name (settings, checkpoints, CLI flags) and their torch dtypes.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 if TYPE_CHECKING:
     from model.engines.cache import EngineCache
 

@@ -21,6 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def service_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVASIVE_")}
+    # A free port unless the test names one: a service a developer runs on :8000 must not
+    # turn these start-up errors into "address already in use".
+    values = {"port": str(free_port()), **values}
     env.update({f"INVASIVE_{k.upper()}": v for k, v in values.items()})
     return env
 
