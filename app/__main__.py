@@ -30,15 +30,16 @@ def _fail(message: str) -> int:
 def preflight(settings: Settings) -> str | None:
     """Why the service cannot start with ``settings``, or None.
 
-    Loads the checkpoint fully (on the CPU, then drops it): a file whose header is fine but whose
-    weights do not fit its architecture must also fail here with one line, not as a traceback
-    from uvicorn's lifespan. It costs a fraction of a second at start-up.
+    Checks the checkpoint's metadata and its tensors' names and shapes against the architecture
+    (``check_checkpoint``: the header only, the network built on the meta device): a file whose
+    weights do not fit its architecture fails here with one line, not as a traceback from
+    uvicorn's lifespan, without loading the weights twice (the runtime loads them).
     """
-    from model.checkpoint import CheckpointError, load_checkpoint
+    from model.checkpoint import CheckpointError, check_checkpoint
     from model.inference import resolve_device, resolve_precision
 
     try:
-        load_checkpoint(settings.checkpoint, map_location="cpu")
+        check_checkpoint(settings.checkpoint)
     except CheckpointError as exc:
         hint = " (run `make demo` or `invasive-train demo --output PATH` to build a demo one)"
         return f"{exc}{hint if 'not found' in str(exc) else ''}"

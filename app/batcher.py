@@ -16,6 +16,12 @@ When to stop gathering (the vocabulary of Triton's dynamic batcher):
 
 Under load the batch itself is the gathering window: while batch *k* runs, requests pile up and
 batch *k+1* takes them all.
+
+With several workers, a batch taken while every other worker is idle and nothing else is queued
+or announced runs *alone*: inside the ``run_alone`` context (the pipeline lets it use every
+inference thread, not just its worker's share), and the other workers take no batch until it is
+done. A lone request then gets the whole CPU (OpenVINO batch 1 on the 2-vCPU box: one stream of
+2 threads instead of 1), while under load, where the queue is never empty, nothing changes.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +76,10 @@ class MicroBatcher:
         max_batch_size: int,
         max_wait_s: float,
         queue_limit: int,
+        run_alone: Callable[[], AbstractContextManager] | None = None,
     ) -> None:
         self._process = process
+        self._run_alone = run_alone  # the context of a batch that runs with every worker idle
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.queue_limit = queue_limit
@@ -78,6 +87,8 @@ class MicroBatcher:
         self._expected = 0  # requests announced (decoding) but not yet queued
         self._cond = threading.Condition()
         self._stopping = False
+        self._busy = 0  # workers running a batch
+        self._alone = False  # a batch runs alone: the other workers wait for it
         self._threads: list[threading.Thread] = []
         self._thread_setup: Callable[[], None] | None = None
 
@@ -183,23 +194,37 @@ class MicroBatcher:
             return
         started.set_result(None)
         while True:
-            batch = self._gather()
-            if batch is None:
+            taken = self._gather()
+            if taken is None:
                 return
+            batch, alone = taken
             try:
-                self._run_batch(batch)
+                if alone:
+                    with self._run_alone():  # type: ignore[misc]
+                        self._run_batch(batch)
+                else:
+                    self._run_batch(batch)
             except BaseException as exc:  # the thread is dying: answer its batch first
                 logger.critical("inference worker %s died", threading.current_thread().name)
                 failed = BatchFailedError(f"the inference worker died ({exc!r})")
                 self._deliver(batch, [failed] * len(batch))
                 raise
+            finally:
+                self._finished(alone)
 
-    def _gather(self) -> list[_Item] | None:
-        """The next batch (never empty), or None when stopping with nothing left."""
+    def _finished(self, alone: bool) -> None:
+        with self._cond:
+            self._busy -= 1
+            if alone:
+                self._alone = False
+                self._cond.notify_all()  # the workers held back may take batches again
+
+    def _gather(self) -> tuple[list[_Item], bool] | None:
+        """The next batch (never empty) and whether it runs alone; None when stopping."""
         with self._cond:
             while True:
-                while not self._items:
-                    if self._stopping:
+                while not self._items or self._alone:
+                    if self._stopping and not self._items:
                         return None
                     self._cond.wait()
                 # Items whose request was cancelled while queued are skipped by _take, so it
@@ -207,6 +232,7 @@ class MicroBatcher:
                 batch = self._take(self.max_batch_size)
                 if batch:
                     break
+            self._busy += 1  # from here on: no other batch may run alone beside this one
             deadline = batch[0].enqueued_at + self.max_wait_s
             while len(batch) < self.max_batch_size and self._expected > 0:
                 remaining = deadline - time.perf_counter()
@@ -214,7 +240,18 @@ class MicroBatcher:
                     break
                 self._cond.wait(remaining)
                 batch.extend(self._take(self.max_batch_size - len(batch)))
-            return batch
+            # Alone: no other worker busy (or gathering), nothing queued or on its way, and
+            # more than one worker whose threads it may borrow.
+            alone = (
+                self._run_alone is not None
+                and len(self._threads) > 1
+                and self._busy == 1
+                and not self._items
+                and self._expected == 0
+            )
+            if alone:
+                self._alone = True  # cleared by _finished
+            return batch, alone
 
     def _take(self, n: int) -> list[_Item]:
         taken = []

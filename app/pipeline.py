@@ -8,8 +8,9 @@
 - **decode** (:mod:`app.decoding`): in a killable process of the light or heavy lane, with a
   time budget; the same ``model.preprocessing`` code offline ``predict`` uses, so service and
   training agree to 1e-4.
-- **batch + infer** (:mod:`app.batcher`): inference threads stack the decoded images of many
-  requests into one forward pass.
+- **batch + infer** (:mod:`app.batcher`): inference threads stack the decoded (S, S, 3) arrays
+  of many requests into one batch (one copy, a channels_last view of it goes to the engine) and
+  run one forward pass; a batch that runs with the other workers idle uses all their threads.
 
 Decoding happens before the queue on CPU and CUDA alike, so a slow image can never occupy an
 inference thread. The whole request is bounded by ``request_timeout_s``; cancelling it (timeout,
@@ -33,10 +34,11 @@ from app.batcher import BatchedResult, BatchFailedError, MicroBatcher, QueueFull
 from app.decoding import DecodeLanes
 from app.errors import ApiError, queue_full_error, unavailable
 from app.metrics import ServiceMetrics
+from model.engines.base import using_all_threads
 from model.imaging import ImageDecodeError
 from model.inference import Classifier, Prediction
 from model.inspection import inspect_image
-from model.preprocessing import pixels_to_tensor
+from model.preprocessing import stack_pixels
 
 logger = logging.getLogger("app.pipeline")
 
@@ -45,7 +47,7 @@ logger = logging.getLogger("app.pipeline")
 # this, the memory test's tree RSS grew 379-410 MB under a 400 MB budget.
 HEAVY_PROCESS_BYTES = 32 * 1024 * 1024
 
-Decoded = tuple[torch.Tensor | ApiError, float]  # the tensor (or why not) and decode ms
+Decoded = tuple[np.ndarray | ApiError, float]  # the (S, S, 3) pixels (or why not) and decode ms
 
 
 @dataclass(frozen=True)
@@ -83,18 +85,23 @@ class PredictionPipeline:
         max_wait_s: float,
         queue_limit: int,
         request_timeout_s: float,
+        threads: int = 0,
     ) -> None:
+        """``threads``: the inference threads in all, which a batch may use when it runs while
+        the other workers are idle (0: torch's current setting)."""
         self.classifier = classifier
         self.lanes = lanes
         self.inspect_pool = inspect_pool
         self.metrics = metrics
         self.max_pixels = max_pixels
         self.request_timeout_s = request_timeout_s
+        self.threads = threads or torch.get_num_threads()
         self.batcher = MicroBatcher(
             self._score,
             max_batch_size=max_batch_size,
             max_wait_s=max_wait_s,
             queue_limit=queue_limit,
+            run_alone=lambda: using_all_threads(self.threads),
         )
 
     def check_capacity(self, n: int = 1) -> None:
@@ -163,7 +170,7 @@ class PredictionPipeline:
         """inspect -> admit -> decode one image. Never raises for the image's own faults."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        outcome: torch.Tensor | ApiError
+        outcome: np.ndarray | ApiError
         try:
             cost = await loop.run_in_executor(
                 self.inspect_pool,
@@ -190,7 +197,7 @@ class PredictionPipeline:
                 raise
             finally:
                 charge.give_back(needs)
-            outcome = pixels_to_tensor(pixels)
+            outcome = pixels
         except ImageDecodeError as exc:
             outcome = ApiError(exc.status, exc.code, exc.message)
         except ApiError as exc:  # decode_timeout, image_too_large (budget), at_capacity (503)
@@ -204,13 +211,28 @@ class PredictionPipeline:
 
     # -- on an inference thread ------------------------------------------------------------
 
-    def _score(self, tensors: Sequence[torch.Tensor]) -> list[_Scored]:
-        """One forward pass over decoded images."""
+    def warm_up(self, batch_sizes: Sequence[int], alone_sizes: Sequence[int] = ()) -> None:
+        """Dummy batches of each size, laid out as traffic's, on this worker's threads, and of
+        each of ``alone_sizes`` as a lone batch on every thread.
+
+        Engines specialise on shapes and strides (OpenVINO per input shape, ``compile`` per
+        layout), so warm-up feeds what :meth:`_score` feeds: stacked (S, S, 3) arrays.
+        """
+        size = self.classifier.spec.input_size
+        pixel = np.zeros((size, size, 3), dtype=np.uint8)
+        for n in batch_sizes:
+            self.classifier.predict_probabilities(stack_pixels([pixel] * n))
+        with using_all_threads(self.threads):
+            for n in alone_sizes:
+                self.classifier.predict_probabilities(stack_pixels([pixel] * n))
+
+    def _score(self, pixels: Sequence[np.ndarray]) -> list[_Scored]:
+        """One forward pass over decoded (S, S, 3) images."""
         started = time.perf_counter()
-        probs = self.classifier.predict_probabilities(torch.stack(list(tensors)))
+        probs = self.classifier.predict_probabilities(stack_pixels(pixels))
         inference_ms = (time.perf_counter() - started) * 1000.0
-        self.metrics.batch_size.observe(len(tensors))
-        return [_Scored(probs[row], inference_ms, len(tensors)) for row in range(len(tensors))]
+        self.metrics.batch_size.observe(len(pixels))
+        return [_Scored(probs[row], inference_ms, len(pixels)) for row in range(len(pixels))]
 
     # -- back on the event loop ------------------------------------------------------------
 

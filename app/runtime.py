@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -80,6 +81,8 @@ class ServiceRuntime:
         self.threads_per_worker = 1
         self._previous_switch_interval: float | None = None
         self.engine_conversion_seconds = _engine_gauge(metrics)
+        self._warmup_lock = threading.Lock()
+        self._alone_warmed = False  # one worker has warmed the all-threads engine
 
     async def start(self) -> None:
         s = self.settings
@@ -148,19 +151,24 @@ class ServiceRuntime:
             max_wait_s=s.max_batch_wait_ms / 1000.0,
             queue_limit=s.queue_limit,
             request_timeout_s=s.request_timeout_s,
+            threads=s.resolved_torch_threads,
         )
         self.batcher = self.pipeline.batcher
         self.metrics.track_queue_depth(lambda: self.batcher.queue_depth if self.batcher else 0)
         self.metrics.track_memory(lambda: self.budget.in_use, self.budget.capacity)
         started = time.perf_counter()
         self.threads_per_worker = max(1, s.resolved_torch_threads // workers)
-        await self.lanes.start()  # decode processes start and import their decoders now
+        self.inference_workers = workers
+        # Side by side: the decode processes start (and import their decoders) while the
+        # inference threads warm up; the one waits on process start-up, the other computes.
+        await asyncio.gather(
+            self.lanes.start(),
+            self.batcher.start(thread_setup=self._setup_inference_thread, workers=workers),
+        )
         # Pillow registers its format plugins on first use: ~20 ms, paid now, not by a request.
         await asyncio.get_running_loop().run_in_executor(
             self.inspect_pool, inspect_image, tiny_jpeg(), classifier.spec.input_size
         )
-        await self.batcher.start(thread_setup=self._setup_inference_thread, workers=workers)
-        self.inference_workers = workers
         self.warmup_seconds = time.perf_counter() - started
         self.metrics.warmup_seconds.set(self.warmup_seconds)
         self._supervisor = asyncio.create_task(self._supervise(), name="supervisor")
@@ -215,8 +223,15 @@ class ServiceRuntime:
         # torch's intra-op thread count is per calling thread under OpenMP: set it where the
         # model runs. The workers share the torch threads between them.
         _set_torch_threads(self.threads_per_worker)
-        assert self.classifier is not None
-        self.classifier.warm_up(warmup_batch_sizes(self.settings.max_batch_size))
+        assert self.classifier is not None and self.pipeline is not None
+        sizes = warmup_batch_sizes(self.settings.max_batch_size)
+        # A lone batch may borrow every thread only with several workers (app.batcher). Its
+        # all-threads engine is one (OpenVINO: one stream), so one worker warms it at every
+        # size; the others only make their own request for it (batch 1).
+        with self._warmup_lock:
+            first, self._alone_warmed = not self._alone_warmed, True
+        alone_sizes = () if self.inference_workers < 2 else sizes if first else (1,)
+        self.pipeline.warm_up(sizes, alone_sizes)
         if self.classifier.device.type == "cuda":
             torch.cuda.synchronize(self.classifier.device)
 

@@ -13,6 +13,7 @@ of them hundreds of MB. The functions that build tensors import torch when first
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,17 @@ def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
+def stack_pixels(pixels: Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 (S, S, 3) arrays -> one uint8 batch (N, 3, S, S) in channels_last memory.
+
+    The stack is the one copy: the result is a view of the (N, S, S, 3) array, which is the
+    memory layout (channels_last) the engines run in, so no transpose copy follows.
+    """
+    import torch
+
+    return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
+
+
 def image_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> uint8 tensor of shape (3, H, W)."""
     return pixels_to_tensor(image_to_pixels(img))
@@ -90,7 +102,24 @@ def normalize_batch(
     import torch
 
     dtype = dtype or torch.float32
-    mean = torch.tensor(spec.mean, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        mean, std = _mean_std(spec, batch.device)  # constants in the traced graph, not cached
+    else:
+        key = (spec.mean, spec.std, batch.device)
+        if key not in _MEAN_STD:
+            _MEAN_STD[key] = _mean_std(spec, batch.device)
+        mean, std = _MEAN_STD[key]
     out = (batch.float() / 255.0 - mean) / std
     return out.to(dtype)
+
+
+# (mean, std, device) -> the (1, 3, 1, 1) tensors: built once, not for every batch
+_MEAN_STD: dict = {}
+
+
+def _mean_std(spec: PreprocessSpec, device) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    mean = torch.tensor(spec.mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+    return mean, std

@@ -1,9 +1,14 @@
 """The ceiling: our own decode + preprocess + forward in a tight in-process loop, no HTTP.
 
-Exactly the code every server here calls (``prepare_input`` then
-``Classifier.predict_probabilities``), run back to back at several batch sizes; the best batch
-size gives the images/s no server on this machine can beat with this code, and batch 1 gives
-the single-image latency a lone request cannot beat.
+Exactly the code our service calls (``prepare_pixels``, ``stack_pixels`` into a channels_last
+batch, then ``Classifier.predict_probabilities``), run back to back at several batch sizes; the
+best batch size gives the images/s no server on this machine can beat with this code, and
+batch 1 gives the single-image latency a lone request cannot beat.
+
+The engine is the one the service runs (``engine``: ``auto`` resolves as the service does,
+e.g. OpenVINO on a CPU), so the ceiling is the best engine in-process, not eager PyTorch; the
+runner measures eager as well, for context. One loop runs on an engine built for one caller
+(OpenVINO: the LATENCY hint on every thread), parallel loops on one built for that many.
 
 With ``parallel_loops`` > 1 the loop also runs in that many threads at once, each with its
 share of the torch threads: the arrangement of the service's several inference workers, so
@@ -19,11 +24,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.serving.stats import latency_summary_ms
-from model.inference import Classifier
-from model.preprocessing import prepare_input
+from model.engines import resolve_engine
+from model.inference import Classifier, resolve_device
+from model.preprocessing import prepare_pixels, stack_pixels
 
 
 def _run_batches(
@@ -35,8 +42,8 @@ def _run_batches(
 ) -> dict:
     source = itertools.cycle(images)
 
-    def prepare(data: bytes) -> torch.Tensor:
-        return prepare_input(data, classifier.spec)
+    def prepare(data: bytes) -> np.ndarray:
+        return prepare_pixels(data, classifier.spec)
 
     decode_s = forward_s = 0.0
     latencies = []
@@ -44,7 +51,7 @@ def _run_batches(
     started = time.perf_counter()
     while True:
         t0 = time.perf_counter()
-        batch = torch.stack(list(decode(prepare, [next(source) for _ in range(batch_size)])))
+        batch = stack_pixels(list(decode(prepare, [next(source) for _ in range(batch_size)])))
         t1 = time.perf_counter()
         classifier.predict_probabilities(batch)
         t2 = time.perf_counter()
@@ -71,9 +78,10 @@ def _run_parallel_loops(
     batch_size: int,
     seconds: float,
     loops: int,
+    threads: int | None = None,
 ) -> dict:
     """``loops`` threads each running :func:`_run_batches`, torch threads split between them."""
-    threads_each = max(1, torch.get_num_threads() // loops)
+    threads_each = max(1, (threads or torch.get_num_threads()) // loops)
     results: list[dict] = [{} for _ in range(loops)]
 
     def loop(index: int) -> None:
@@ -108,6 +116,8 @@ def measure_ceiling(
     precision: str = "auto",
     decode_threads: int = 1,
     parallel_loops: Sequence[int] = (1,),
+    engine: str = "eager",
+    cache_dir: Path | None = None,
 ) -> dict:
     """Images/s at each batch size, the best of them, and batch-1 latency percentiles.
 
@@ -115,10 +125,20 @@ def measure_ceiling(
     GIL while decoding): the fair ceiling on a many-core GPU host, where one thread decoding
     would be the bottleneck. On the 2-core CPU box the loop decodes in line (1).
     """
-    classifier = Classifier.from_checkpoint(checkpoint, device=device, precision=precision)
-    classifier.warm_up(tuple(sorted(set(batch_sizes))))
+    threads = torch.get_num_threads()
+    engine = resolve_engine(engine, resolve_device(device))
+
+    def build(streams: int) -> Classifier:
+        built = Classifier.from_checkpoint(
+            checkpoint, device=device, precision=precision, engine=engine,
+            cache_dir=cache_dir, threads=threads, streams=streams,
+        )
+        built.warm_up(tuple(sorted(set(batch_sizes))))
+        return built
+
+    classifier = build(1)
     for image in images[:2]:  # first decode pays Pillow's lazy plugin imports
-        prepare_input(image, classifier.spec)
+        prepare_pixels(image, classifier.spec)
     with ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode") as pool:
         decode = pool.map if decode_threads > 1 else map
         by_batch = [
@@ -126,16 +146,21 @@ def measure_ceiling(
             for b in batch_sizes
         ]
     for loops in sorted(set(parallel_loops) - {1}):
+        shared = build(loops) if classifier.engine_info.name not in ("eager", "compile") else None
         by_batch += [
-            _run_parallel_loops(classifier, images, b, seconds_per_batch_size, loops)
+            _run_parallel_loops(
+                shared or classifier, images, b, seconds_per_batch_size, loops, threads
+            )
             for b in batch_sizes
             if b > 1
         ]
+    torch.set_num_threads(threads)
     best = max(by_batch, key=lambda r: r["images_per_s"])
     single = next((r for r in by_batch if r["batch_size"] == 1 and r["loops"] == 1), None)
     return {
         "device": str(classifier.device),
         "precision": classifier.precision,
+        "engine": classifier.engine_info.name,
         "torch_threads": torch.get_num_threads(),
         "decode_threads": decode_threads,
         "by_batch_size": by_batch,

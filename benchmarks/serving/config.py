@@ -29,6 +29,10 @@ class RunConfig:
     ceiling_decode_threads: int = 1  # the tight loop decodes in line; GPU hosts use a pool
     # Also run the loop in this many threads at once (the service's CPU inference workers).
     ceiling_parallel_loops: tuple[int, ...] = (1, 2)
+    # The ceiling runs the engine our service runs (INVASIVE_ENGINE of service_env or of this
+    # environment, else auto); eager PyTorch is measured too, at these batch sizes, for context
+    # (empty: not measured).
+    ceiling_eager_batch_sizes: tuple[int, ...] = (1, 16)
     device: str = "auto"
     precision: str = "auto"
     # None: our service's own defaults (read from app.config), passed to LitServe as well so
@@ -70,6 +74,12 @@ class RunConfig:
             return self.duration_s
         needed = 3 * concurrency * per_request_s
         return max(self.duration_s, min(self.max_cell_s, needed))
+
+    def service_engine(self) -> str:
+        """The INVASIVE_ENGINE our service runs with in this run (auto unless set)."""
+        return self.service_env.get("INVASIVE_ENGINE") or os.environ.get(
+            "INVASIVE_ENGINE", "auto"
+        )
 
     def litserve_worker_count(self) -> int:
         return self.litserve_workers or os.cpu_count() or 1

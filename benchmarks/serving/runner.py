@@ -246,7 +246,11 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
         results["payloads"] = [
             {"name": p.name, "count": p.count, "mean_bytes": p.mean_bytes} for p in payloads
         ]
-        results["ceiling"] = _measure_ceilings(cfg, checkpoint, payloads)
+        results["ceiling"] = _measure_ceilings(cfg, checkpoint, payloads, cfg.service_engine())
+        if cfg.ceiling_eager_batch_sizes and results_engine(results) != "eager":
+            results["ceiling_eager"] = _measure_ceilings(
+                cfg, checkpoint, payloads, "eager", cfg.ceiling_eager_batch_sizes
+            )
         for name in cfg.server_order():
             try:
                 spec = server_spec(name, cfg, checkpoint)
@@ -264,19 +268,31 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
     return results
 
 
-def _measure_ceilings(cfg: RunConfig, checkpoint: Path, payloads: list[PayloadSet]) -> dict:
+def results_engine(results: dict) -> str | None:
+    """The engine the (best-engine) ceiling ran on."""
+    return next((c.get("engine") for c in results.get("ceiling", {}).values()), None)
+
+
+def _measure_ceilings(
+    cfg: RunConfig,
+    checkpoint: Path,
+    payloads: list[PayloadSet],
+    engine: str,
+    batch_sizes: tuple[int, ...] | None = None,
+) -> dict:
     ceilings = {}
     for payload in payloads:
         busy0, own0, t0 = machine_busy_seconds(), _own_cpu_seconds(), time.monotonic()
         ceiling = measure_ceiling(
             checkpoint,
             payload.images,
-            cfg.ceiling_batch_sizes,
+            batch_sizes or cfg.ceiling_batch_sizes,
             cfg.ceiling_seconds,
             cfg.device,
             cfg.precision,
             cfg.ceiling_decode_threads,
             cfg.ceiling_parallel_loops,
+            engine=engine,
         )
         wall = time.monotonic() - t0
         other = (machine_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)
@@ -285,7 +301,7 @@ def _measure_ceilings(cfg: RunConfig, checkpoint: Path, payloads: list[PayloadSe
         _log(
             f"ceiling {payload.name}: {ceiling['images_per_s']:.1f} img/s at batch "
             f"{ceiling['best_batch_size']} x {ceiling['best_loops']} loop(s) "
-            f"({ceiling['precision']} on {ceiling['device']})"
+            f"({ceiling['engine']}, {ceiling['precision']} on {ceiling['device']})"
         )
     return ceilings
 

@@ -9,6 +9,9 @@ the one they run, and no torch code runs beside them at inference time.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,6 +35,34 @@ class Engine(Protocol):
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, S, S) on the classifier's device -> logits (N, classes), any float."""
         ...
+
+
+_WIDTH = threading.local()
+
+
+@contextlib.contextmanager
+def using_all_threads(threads: int) -> Iterator[None]:
+    """Forward passes on this thread may use ``threads`` CPU threads (every inference worker's).
+
+    For a batch that runs while the other inference workers are idle and held back
+    (:class:`app.batcher.MicroBatcher`): torch engines widen this thread's OpenMP team (its
+    setting is per thread); OpenVINO runs its all-threads compiled model (:func:`all_threads`
+    tells it so). Both are put back afterwards.
+    """
+    previous_torch = torch.get_num_threads()
+    previous = getattr(_WIDTH, "threads", 0)
+    torch.set_num_threads(threads)
+    _WIDTH.threads = threads
+    try:
+        yield
+    finally:
+        _WIDTH.threads = previous
+        torch.set_num_threads(previous_torch)
+
+
+def all_threads() -> int:
+    """The threads granted to this thread by :func:`using_all_threads`; 0 outside it."""
+    return getattr(_WIDTH, "threads", 0)
 
 
 class EngineUnavailable(RuntimeError):

@@ -32,7 +32,7 @@ class OnnxRuntimeEngine:
         self._input = session.get_inputs()[0].name
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
-        (logits,) = self.session.run(None, {self._input: batch.cpu().numpy()})
+        (logits,) = self.session.run(None, {self._input: batch.cpu().contiguous().numpy()})
         return torch.from_numpy(logits)
 
 

@@ -269,3 +269,114 @@ def test_dead_worker_answers_its_batch_is_reported_and_restarted():
 
     (result,) = asyncio.run(main())
     assert result.value == 2
+
+
+class AloneContext:
+    """A ``run_alone`` context factory that records which thread entered it, and when."""
+
+    def __init__(self) -> None:
+        self.entered: list[str] = []
+        self.inside = threading.local()
+
+    def __call__(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def context():
+            self.entered.append(threading.current_thread().name)
+            self.inside.flag = True
+            try:
+                yield
+            finally:
+                self.inside.flag = False
+
+        return context()
+
+
+def test_a_lone_batch_runs_alone_and_holds_the_other_workers_back():
+    alone = AloneContext()
+    gate = threading.Event()
+    seen: list[tuple[int, bool]] = []
+
+    def process(items: list[torch.Tensor]) -> list[int]:
+        seen.append((len(items), getattr(alone.inside, "flag", False)))
+        if len(seen) == 1:
+            assert gate.wait(10)
+        return [int(t[0, 0, 0]) for t in items]
+
+    batcher = MicroBatcher(
+        process, max_batch_size=8, max_wait_s=0.0, queue_limit=16, run_alone=alone
+    )
+
+    async def main():
+        await batcher.start(workers=2)
+        try:
+            first = asyncio.create_task(batcher.submit([image(1)]))
+            for _ in range(200):
+                if seen:
+                    break
+                await asyncio.sleep(0.005)
+            # While the lone batch runs, the other (idle) worker must not take new work...
+            later = [asyncio.create_task(batcher.submit([image(i)])) for i in (2, 3)]
+            await asyncio.sleep(0.1)
+            assert len(seen) == 1, "a worker took a batch while another ran alone"
+            gate.set()
+            # ...which then goes in one batch after it (alone again: nothing else is left).
+            results = [r[0].value for r in await asyncio.gather(first, *later)]
+            return results
+        finally:
+            batcher.stop()
+
+    assert asyncio.run(main()) == [1, 2, 3]
+    assert seen[0] == (1, True)
+    assert seen[1] == (2, True), "the held-back items go together, in the next batch"
+    assert batcher._busy == 0 and not batcher._alone
+
+
+def test_a_batch_runs_on_its_share_while_another_worker_is_busy():
+    alone = AloneContext()
+    gate = threading.Event()
+    flags: list[bool] = []
+
+    def process(items: list[torch.Tensor]) -> list[int]:
+        flags.append(getattr(alone.inside, "flag", False))
+        if int(items[0][0, 0, 0]) == 1:
+            assert gate.wait(10)
+        return [int(t[0, 0, 0]) for t in items]
+
+    batcher = MicroBatcher(
+        process, max_batch_size=1, max_wait_s=0.0, queue_limit=16, run_alone=alone
+    )
+
+    async def main():
+        await batcher.start(workers=2)
+        try:
+            first = asyncio.create_task(batcher.submit([image(1)]))
+            second = asyncio.create_task(batcher.submit([image(2)]))  # queued: 1 not alone
+            (two,) = await asyncio.wait_for(second, 5)
+            gate.set()
+            (one,) = await first
+            return one.value, two.value
+        finally:
+            batcher.stop()
+
+    assert asyncio.run(main()) == (1, 2)
+    assert flags == [False, False], "with work queued or running, no batch borrows threads"
+
+
+def test_one_worker_never_runs_alone():
+    alone = AloneContext()
+    batcher = MicroBatcher(
+        FakeModel(), max_batch_size=4, max_wait_s=0.0, queue_limit=8, run_alone=alone
+    )
+
+    async def main():
+        await batcher.start(workers=1)
+        try:
+            return await batcher.submit([image(5)])
+        finally:
+            batcher.stop()
+
+    (result,) = asyncio.run(main())
+    assert result.value[0] == 5
+    assert alone.entered == [], "a single worker already has every thread"

@@ -53,21 +53,28 @@ def test_readiness_is_503_with_reason_until_loaded_and_warmed(make_settings):
     assert not runtime.ready and runtime.not_ready_reason == "shutting down"
 
 
-def test_warm_up_runs_every_batch_size_before_readiness(make_settings, monkeypatch):
-    from model.inference import Classifier
+@pytest.mark.parametrize("workers", [1, 2])
+def test_warm_up_runs_every_batch_size_before_readiness(make_settings, monkeypatch, workers):
+    from app.pipeline import PredictionPipeline
 
     seen = []
-    original = Classifier.warm_up
+    original = PredictionPipeline.warm_up
 
-    def recording_warm_up(self, batch_sizes=(1,)):
-        seen.append((tuple(batch_sizes), app.state.runtime.ready))
-        original(self, batch_sizes)
+    def recording_warm_up(self, batch_sizes, alone_sizes=()):
+        seen.append((tuple(batch_sizes), tuple(alone_sizes), app.state.runtime.ready))
+        original(self, batch_sizes, alone_sizes)
 
-    monkeypatch.setattr(Classifier, "warm_up", recording_warm_up)
-    app = create_app(make_settings(max_batch_size=12))
+    monkeypatch.setattr(PredictionPipeline, "warm_up", recording_warm_up)
+    app = create_app(make_settings(max_batch_size=12, inference_workers=workers))
     with TestClient(app) as started:
         assert started.get("/health/ready").status_code == 200
-    assert seen == [((1, 2, 4, 8, 12), False)]
+    every = (1, 2, 4, 8, 12)
+    # every worker warms every size; with several workers, one of them also warms the lone
+    # batch on all threads at every size, and the others at batch 1
+    expected = [(every, (), False)] if workers == 1 else [
+        (every, every, False), (every, (1,), False)
+    ]
+    assert sorted(seen, key=lambda s: -len(s[1])) == expected
     assert warmup_batch_sizes(1) == (1,)
     assert warmup_batch_sizes(16) == (1, 2, 4, 8, 16)
 

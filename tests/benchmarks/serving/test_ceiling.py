@@ -42,3 +42,26 @@ def test_parallel_loops_are_measured_and_can_win(tiny):
     assert two["images"] >= 2 * 3 * 4  # both loops ran at least 3 batches of 4
     assert result["images_per_s"] == max(r["images_per_s"] for r in rows)
     assert result["best_loops"] in (1, 2)
+
+
+def test_the_ceiling_runs_the_engine_asked_for(tiny, tmp_path):
+    ckpt, images = tiny
+    result = measure_ceiling(
+        ckpt, images, (1, 4), 0.05, "cpu", "fp32", 1, parallel_loops=(1, 2),
+        engine="openvino", cache_dir=tmp_path,
+    )
+    assert result["engine"] == "openvino"
+    assert [(r["batch_size"], r["loops"]) for r in result["by_batch_size"]] == [
+        (1, 1), (4, 1), (4, 2)
+    ]
+
+
+def test_auto_resolves_as_the_service_does(tiny, tmp_path):
+    from model.engines import resolve_engine
+    from model.inference import resolve_device
+
+    ckpt, images = tiny
+    result = measure_ceiling(
+        ckpt, images, (1,), 0.05, "cpu", "fp32", engine="auto", cache_dir=tmp_path
+    )
+    assert result["engine"] == resolve_engine("auto", resolve_device("cpu"))
