@@ -36,10 +36,18 @@ class PredictionResponse(BaseModel):
     )
 
     label: str = Field(description="the predicted class name")
-    invasive: bool = Field(description="probability >= threshold")
-    probability: float = Field(description="probability of the invasive (positive) class")
+    invasive: bool | None = Field(
+        description="probability >= threshold; null for a multi-class model (no invasive class)"
+    )
+    probability: float = Field(
+        description="probability of the invasive (positive) class; for a multi-class model, "
+        "of the top class (the label)"
+    )
     probabilities: dict[str, float] = Field(description="probability of every class")
-    threshold: float = Field(description="decision threshold stored in the checkpoint")
+    threshold: float | None = Field(
+        description="decision threshold stored in the checkpoint; null for a multi-class model "
+        "(the answer is the top class)"
+    )
     model_id: str = Field(description="architecture and hash of the checkpoint file")
     timing: Timing
 
@@ -138,6 +146,19 @@ class EngineInfo(BaseModel):
     )
 
 
+class ModelCost(BaseModel):
+    """What scoring one image costs this model, whatever the hardware."""
+
+    members: int = Field(description="networks in the model: k for a fold ensemble, else 1")
+    forward_passes_per_image: int = Field(
+        description="network forward passes per image (an ensemble runs every member)"
+    )
+    gflops_per_image: float = Field(
+        description="giga floating-point operations per image at the model's input size (a "
+        "multiply-add counts 2), all members together"
+    )
+
+
 class ModelInfo(BaseModel):
     """What is being served, where, and how."""
 
@@ -150,6 +171,7 @@ class ModelInfo(BaseModel):
                     "demo": False,
                     "arch": "resnet18",
                     "class_names": ["not_invasive", "invasive"],
+                    "task": "binary",
                     "positive_class": "invasive",
                     "threshold": 0.5,
                     "input_size": 224,
@@ -167,6 +189,8 @@ class ModelInfo(BaseModel):
                     "load_seconds": 0.41,
                     "warmup_seconds": 1.2,
                     "max_batch_size": 16,
+                    "cost": {"members": 1, "forward_passes_per_image": 1,
+                             "gflops_per_image": 3.63},
                     "metadata": {"format": "invasive-species-checkpoint", "metrics": {}},
                 }
             ]
@@ -177,8 +201,12 @@ class ModelInfo(BaseModel):
     demo: bool = Field(description="true for the generated demo checkpoint: not a real model")
     arch: str
     class_names: list[str]
-    positive_class: str
-    threshold: float
+    task: str = Field(
+        description="binary (is the invasive class present: invasive, probability of it, "
+        "threshold) or multiclass (the top class of class_names; invasive and threshold null)"
+    )
+    positive_class: str | None = Field(description="the invasive class; null when multiclass")
+    threshold: float | None = Field(description="decision threshold; null when multiclass")
     input_size: int
     device: str
     precision: str = Field(description="the precision the model computes in (the engine's)")
@@ -187,4 +215,5 @@ class ModelInfo(BaseModel):
     load_seconds: float | None
     warmup_seconds: float | None
     max_batch_size: int
+    cost: ModelCost
     metadata: dict[str, Any] = Field(description="the checkpoint's full metadata")

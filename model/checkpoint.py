@@ -26,6 +26,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from model.architectures import build_model
+from model.ensemble import COMBINE, FoldEnsemble
 from model.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
 FORMAT_NAME = "invasive-species-checkpoint"
@@ -47,6 +48,20 @@ def library_versions() -> dict[str, str]:
     }
 
 
+class EnsembleSpec(BaseModel):
+    """A fold ensemble's members (``model.ensemble``): how many, how combined, where from."""
+
+    members: int = Field(ge=2)
+    combine: str = COMBINE
+    member_info: list[dict[str, Any]] = Field(default_factory=list)  # per fold: epoch, metrics
+
+    @model_validator(mode="after")
+    def _check(self) -> EnsembleSpec:
+        if self.combine != COMBINE:
+            raise ValueError(f"unknown ensemble combine rule {self.combine!r}")
+        return self
+
+
 class CheckpointMetadata(BaseModel):
     """Everything a checkpoint says about itself. Validated on every load."""
 
@@ -54,7 +69,9 @@ class CheckpointMetadata(BaseModel):
     format_version: int = FORMAT_VERSION
     arch: str
     class_names: list[str] = Field(min_length=2)
-    positive_class: str
+    # The invasive class of a binary checkpoint; None (stated, never defaulted): multi-class,
+    # the answer is the top class and ``threshold`` is unused.
+    positive_class: str | None
     input_size: int = Field(default=224, ge=16, le=2048)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -66,6 +83,7 @@ class CheckpointMetadata(BaseModel):
     library_versions: dict[str, str] = Field(default_factory=library_versions)
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     demo: bool = False
+    ensemble: EnsembleSpec | None = None  # None: one network; else k members, mean probability
 
     @model_validator(mode="after")
     def _check(self) -> CheckpointMetadata:
@@ -78,7 +96,7 @@ class CheckpointMetadata(BaseModel):
             )
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"class_names has duplicates: {self.class_names}")
-        if self.positive_class not in self.class_names:
+        if self.positive_class is not None and self.positive_class not in self.class_names:
             raise ValueError(f"positive_class {self.positive_class!r} not in {self.class_names}")
         if self.resize != "squash":
             raise ValueError(f"unknown resize mode {self.resize!r}")
@@ -86,7 +104,18 @@ class CheckpointMetadata(BaseModel):
 
     @property
     def positive_index(self) -> int:
+        if self.positive_class is None:
+            raise ValueError("a multi-class checkpoint has no positive class")
         return self.class_names.index(self.positive_class)
+
+    @property
+    def multiclass(self) -> bool:
+        """True when the checkpoint answers "which class" rather than "is it invasive"."""
+        return self.positive_class is None
+
+    @property
+    def task(self) -> str:
+        return "multiclass" if self.multiclass else "binary"
 
     @property
     def preprocess_spec(self) -> PreprocessSpec:
@@ -97,7 +126,7 @@ class CheckpointMetadata(BaseModel):
 class LoadedCheckpoint:
     model: nn.Module
     metadata: CheckpointMetadata
-    model_id: str  # "<arch>-<first 12 hex of the file's sha256>": names the exact file
+    model_id: str  # "<arch>[x<members>]-<first 12 hex of the file's sha256>": the exact file
     path: Path
 
 
@@ -165,7 +194,7 @@ def load_checkpoint(
         raise CheckpointError(_corrupt_message(path, exc)) from None
     metadata = _parse_metadata(path, raw)
     try:
-        model = build_model(metadata.arch, num_classes=len(metadata.class_names))
+        model = build_network(metadata)
         model.load_state_dict(state, strict=True)
     except (ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0]
@@ -173,8 +202,43 @@ def load_checkpoint(
             f"{path}: weights do not match architecture {metadata.arch!r}: {first_line}"
         ) from None
     model.eval().to(map_location)
-    model_id = f"{metadata.arch}-{hashlib.sha256(data).hexdigest()[:12]}"
+    members = f"x{metadata.ensemble.members}" if metadata.ensemble else ""
+    model_id = f"{metadata.arch}{members}-{hashlib.sha256(data).hexdigest()[:12]}"
     return LoadedCheckpoint(model=model, metadata=metadata, model_id=model_id, path=path)
+
+
+def check_checkpoint(path: str | os.PathLike) -> CheckpointMetadata:
+    """What :func:`load_checkpoint` would refuse, without reading or building the weights.
+
+    Validates the metadata, then compares the file's tensor names and shapes (its header) with
+    the network the metadata describes, built on the ``meta`` device (no memory, no random
+    init). The service's start-up check: a fraction of a full load's time.
+    """
+    metadata = read_metadata(path)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_network(metadata).state_dict().items()}
+    with safe_open(str(path), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    if stored != expected:
+        missing = sorted(expected.keys() - stored.keys())
+        unexpected = sorted(stored.keys() - expected.keys())
+        shapes = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
+        first = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+                 if unexpected else f"{shapes[0]!r} is {stored[shapes[0]]}, expected "
+                 f"{expected[shapes[0]]}")
+        raise CheckpointError(f"{path}: weights do not match architecture {metadata.arch!r}: "
+                              f"{first} ({len(missing)} missing, {len(unexpected)} unexpected, "
+                              f"{len(shapes)} of another shape)")
+    return metadata
+
+
+def build_network(metadata: CheckpointMetadata) -> nn.Module:
+    """The (untrained) network ``metadata`` describes: one model, or a fold ensemble of them."""
+    classes = len(metadata.class_names)
+    if metadata.ensemble is None:
+        return build_model(metadata.arch, num_classes=classes)
+    return FoldEnsemble([build_model(metadata.arch, num_classes=classes)
+                         for _ in range(metadata.ensemble.members)])
 
 
 def _existing(path: str | os.PathLike) -> Path:

@@ -66,8 +66,8 @@ class Prediction:
     """One image's result, in the vocabulary of the checkpoint's classes."""
 
     label: str
-    invasive: bool
-    probability: float  # of the positive ("invasive") class
+    invasive: bool | None  # None for a multi-class checkpoint (no invasive class)
+    probability: float  # of the positive ("invasive") class; multi-class: of the top class
     probabilities: dict[str, float]
 
 
@@ -152,8 +152,17 @@ class Classifier:
             self.predict_probabilities(torch.zeros((n, 3, size, size), dtype=torch.uint8))
 
     def interpret(self, probs: np.ndarray) -> Prediction:
-        """One row of probabilities -> label at the checkpoint's decision threshold."""
+        """One row of probabilities -> label at the checkpoint's decision threshold (multi-class:
+        the top class, ``invasive`` None)."""
         names = self.metadata.class_names
+        if self.metadata.multiclass:
+            top = int(np.argmax(probs))
+            return Prediction(
+                label=names[top],
+                invasive=None,
+                probability=float(probs[top]),
+                probabilities={name: float(p) for name, p in zip(names, probs, strict=True)},
+            )
         pos = self.metadata.positive_index
         p_pos = float(probs[pos])
         invasive = p_pos >= self.metadata.threshold

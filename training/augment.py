@@ -32,12 +32,15 @@ def augment_batch(
     generator: torch.Generator | None = None,
     *,
     shard: tuple[int, int] = (0, 1),
+    aerial: bool = False,
 ) -> torch.Tensor:
     """uint8 (N, 3, S, S) -> augmented float (N, 3, S, S) in [0, 255], same device.
 
     ``shard=(r, W)``: ``images`` are rows r, r+W, ... of a global batch of N*W images (one DDP
     rank's share). Random numbers are drawn for the whole global batch and these rows kept, so
     W ranks augment their shares exactly as one process augments the global batch.
+    ``aerial``: also a vertical flip and a transpose half the time each (with the horizontal flip:
+    any of the 8 flips and quarter turns), for photos taken straight down.
     """
     n, _, h, w = images.shape
     rank, world = shard
@@ -59,10 +62,20 @@ def augment_batch(
     angle = uniform(-ROTATION_DEGREES, ROTATION_DEGREES) * math.pi / 180
     angle = torch.where(rand() < ROTATION_P, angle, 0.0)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    # Output pixel (u, v) in [-1, 1]^2 samples input (x, y) = centre + R(angle) @ (flip*w*u, h*v).
+    # Output pixel (u, v) in [-1, 1]^2 samples input (x, y) = centre + R(angle) diag(w, h) D (u, v)
+    # with D = diag(flip, 1) (field), or any flip or quarter turn (aerial).
+    zero = torch.zeros_like(flip)
+    d00, d01, d10, d11 = flip, zero, zero, torch.ones_like(flip)
+    if aerial:
+        d11 = torch.where(rand() < 0.5, -1.0, 1.0)
+        swap = rand() < 0.5
+        d00, d01, d10, d11 = (torch.where(swap, zero, d00), torch.where(swap, d11, zero),
+                              torch.where(swap, d00, zero), torch.where(swap, zero, d11))
     theta = torch.stack([
-        torch.stack([cos * crop_w * flip, -sin * crop_h, centre_x], dim=1),
-        torch.stack([sin * crop_w * flip, cos * crop_h, centre_y], dim=1),
+        torch.stack([cos * crop_w * d00 - sin * crop_h * d10,
+                     cos * crop_w * d01 - sin * crop_h * d11, centre_x], dim=1),
+        torch.stack([sin * crop_w * d00 + cos * crop_h * d10,
+                     sin * crop_w * d01 + cos * crop_h * d11, centre_y], dim=1),
     ], dim=1).to(x.device)
     grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

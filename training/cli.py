@@ -26,6 +26,7 @@ from training.cli_flags import (
     add_data_flags,
     add_group_flags,
     add_json_flag,
+    add_recipe_flags,
     add_runtime_flags,
 )
 from training.config import FitConfig
@@ -72,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--schedule", choices=["cosine", "onecycle"], default=DEFAULTS.schedule,
                    help="decay after warm-up")
     f.add_argument("--patience", type=int, default=DEFAULTS.patience,
-                   help="stop after this many epochs without a better validation ROC AUC")
+                   help="stop after this many epochs without a better validation ROC AUC; 0: "
+                        "never stop early and keep the last epoch (a fixed schedule)")
+    add_recipe_flags(f)
     f.add_argument("--seed", type=int, default=DEFAULTS.seed, help="split, init and shuffling")
     f.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
                    help="share of images (whole groups) held out for validation")
@@ -80,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="> 1: k-fold cross-validation, reporting the pooled out-of-fold ROC "
                         "AUC with a bootstrap interval over groups (each fold's epoch and "
                         "threshold chosen on an inner --val-fraction split, never on the fold)")
+    f.add_argument("--ensemble", action="store_true",
+                   help="with --folds k: also write ensemble.safetensors, the k fold models as "
+                        "one checkpoint scored as the mean of their probabilities (k forward "
+                        "passes per image), its threshold chosen on the out-of-fold predictions")
     add_group_flags(f)
     f.add_argument("--cache", choices=["memory", "disk", "none"], default=DEFAULTS.cache,
                    help="decode each photo once at model size and keep it in memory; disk: "

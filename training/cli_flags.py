@@ -66,7 +66,8 @@ def add_data_flags(p: argparse.ArgumentParser, positive_help: str | None = None)
                         "images, listing them")
     p.add_argument("--positive-class", default=None, metavar="NAME",
                    help=positive_help or "the invasive class of a class-folders dataset (unset: "
-                                         "the folder named 'invasive' or '1')")
+                                         "the folder named 'invasive', '1' or 'positive'; with "
+                                         "none of them the data is multi-class)")
 
 
 def add_group_flags(p: argparse.ArgumentParser) -> None:
@@ -91,3 +92,23 @@ def add_json_flag(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--json", action="store_true",
                    help=f"print {what} as JSON on stdout (the readable summary and progress go "
                         "to stderr)")
+
+
+def add_recipe_flags(p: argparse.ArgumentParser) -> None:
+    """``fit``'s regularisation and fine-tuning knobs (docs/benchmarks.md measures each)."""
+    p.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay, metavar="D",
+                   help="validate and save an exponential moving average of the weights, "
+                        "updated every step with this decay (e.g. 0.98; BatchNorm statistics "
+                        "copied); 0: off")
+    p.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
+                   metavar="E", help="cross-entropy label smoothing (e.g. 0.1); 0: off")
+    p.add_argument("--freeze-epochs", type=float, default=DEFAULTS.freeze_epochs, metavar="N",
+                   help="pretrained --weights: train only the classifier head for the first N "
+                        "epochs, then every layer (the backbone gets its own warm-up)")
+    p.add_argument("--backbone-lr-scale", type=float, default=DEFAULTS.backbone_lr_scale,
+                   metavar="S", help="pretrained --weights: the backbone's peak learning rate "
+                                     "is --lr times this (the head's is --lr)")
+    p.add_argument("--augment", choices=["field", "aerial"], default=DEFAULTS.augment,
+                   help="field: crop, horizontal flip, small tilt, light (up stays up); aerial: "
+                        "also vertical flips and quarter turns (drone photos taken straight "
+                        "down have no up)")

@@ -37,7 +37,8 @@ def add_offline_commands(sub) -> None:
     _add_checkpoint_flag(e)
     add_data_flags(e, positive_help="the checkpoint's positive class, if given (unset: the "
                                     "checkpoint's; another class is refused: the stored "
-                                    "threshold was chosen for the checkpoint's own)")
+                                    "threshold was chosen for the checkpoint's own; a "
+                                    "multi-class checkpoint refuses it)")
     e.add_argument("--output", type=Path, required=True, metavar="DIR",
                    help="folder for the report (metrics.json, PNGs, misclassified.csv), e.g. "
                         "runs/eval")
@@ -116,6 +117,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         keys = ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "threshold",
                 "confusion", "count", "same_data_as_training", "scope", "misclassified",
                 "plots", "metrics_file")
+        if report.get("task") == "multiclass":
+            keys = ("task", "class_names", "accuracy", "macro_f1", "log_loss", "roc_auc",
+                    "per_class", "confusion_matrix", "count", *keys[-5:])
         print(json.dumps(rounded({k: report[k] for k in keys}), indent=2))
     return 0
 

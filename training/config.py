@@ -26,10 +26,18 @@ class FitConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     schedule: str = "cosine"
-    patience: int = 3  # epochs without a better validation ROC AUC before stopping
+    patience: int = 3  # epochs without a better validation ROC AUC before stopping; 0: never
+    # stop, keep the last epoch (a fixed schedule)
+    ema_decay: float = 0.0  # per-step decay of an exponential moving average of the weights,
+    # validated and saved instead of the raw weights; 0: off
+    label_smoothing: float = 0.0  # cross-entropy label smoothing; 0: off
+    freeze_epochs: float = 0.0  # pretrained weights: train only the classifier head this long
+    backbone_lr_scale: float = 1.0  # pretrained weights: backbone peak LR = lr * this
+    augment: str = "field"  # "field" (up stays up) or "aerial" (any flip or quarter turn)
     seed: int = 0
     val_fraction: float = 0.2
     folds: int = 1  # > 1: k-fold cross-validation (see training.cv)
+    ensemble: bool = False  # with folds > 1: also write the k fold models as one checkpoint
     group_column: str | None = None
     group_file: Path | None = None
     positive_class: str | None = None

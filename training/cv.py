@@ -16,7 +16,8 @@ interval over groups (``training.oof``); per-fold figures are kept beside it.
 
 The data is indexed and decoded once for all folds. ``--output`` is a directory that receives
 ``fold<k>.safetensors`` (each fold's kept checkpoint, with its resumable state until all folds
-are done), ``oof_predictions.csv``, ``log.jsonl``, ``cv.json`` (the summary) and
+are done), with ``--ensemble`` ``ensemble.safetensors`` (all k as one, ``model.ensemble``),
+``oof_predictions.csv``, ``log.jsonl``, ``cv.json`` (the summary) and
 ``training_curves.png``. ``--resume`` skips finished folds and continues the one that was
 interrupted.
 """
@@ -32,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.checkpoint import load_checkpoint
+from model.checkpoint import CheckpointMetadata, EnsembleSpec, load_checkpoint, save_checkpoint
+from model.ensemble import FoldEnsemble
 from training.errors import DataError
 from training.fit import (
     EpochCallback,
@@ -52,6 +54,7 @@ from training.splits import holdout_split, kfold_splits
 from training.state import state_path
 from training.summary import cv_end_lines, say
 
+ENSEMBLE_FILE = "ensemble.safetensors"
 SELECTION = ("epoch and threshold of each fold chosen on an inner validation split of its "
              "training part (--val-fraction, whole groups); the held-out fold was scored once, "
              "by the kept checkpoint, and chose nothing")
@@ -59,9 +62,23 @@ SELECTION = ("epoch and threshold of each fold chosen on an inner validation spl
 
 def cross_validate(config: FitConfig, *, on_epoch_end: EpochCallback | None = None) -> dict:
     started = time.perf_counter()
+    from training.data import load_labelled_data  # indexing only: refuse before any decoding
+
+    if load_labelled_data(config.data, skip_bad=config.skip_bad,
+                          positive_class=config.positive_class).multiclass:
+        raise DataError("--folds is for binary data; multi-class CV is not supported yet (class "
+                        "folders with no invasive class: leave out --folds for a hold-out split, "
+                        "or name the invasive class with --positive-class)")
+    return run_folds(config, prepare_data(config), on_epoch_end=on_epoch_end, started=started)
+
+
+def run_folds(config: FitConfig, prepared: PreparedData, *,
+              on_epoch_end: EpochCallback | None = None, started: float | None = None) -> dict:
+    """Cross-validate on data already indexed and decoded (``cross_validate`` prepares all of
+    ``config.data``; benchmarks/train_ensemble.py passes the training part of an outer fold)."""
+    started = time.perf_counter() if started is None else started
     out_dir = Path(config.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepare_data(config)
     data = prepared.data
     plan = fold_plan(config, prepared)  # every split first: a fold too small fails before training
     log = RunLog(config.log or out_dir / "log.jsonl")
@@ -100,6 +117,10 @@ def cross_validate(config: FitConfig, *, on_epoch_end: EpochCallback | None = No
     if not config.keep_train_state:  # only now: --resume skips finished folds by their state
         for checkpoint in checkpoints:
             state_path(checkpoint).unlink(missing_ok=True)
+    if config.ensemble:
+        ensemble = write_ensemble(out_dir / ENSEMBLE_FILE, checkpoints, results, oof)
+        summary["ensemble"] = {"checkpoint": str(ensemble), "members": len(checkpoints),
+                               "threshold": oof["threshold"]}
     history = [e for r in results for e in r["history"]]
     curves = plot_training_curves(history, out_dir / "training_curves.png") if history else None
     states = [str(state_path(c)) for c in checkpoints if state_path(c).is_file()]
@@ -111,11 +132,41 @@ def cross_validate(config: FitConfig, *, on_epoch_end: EpochCallback | None = No
     say(cv_end_lines(config, summary, summary["wall_s"], {
         "predictions": str(oof_file),
         "checkpoints": f"{checkpoints[0]} ... {checkpoints[-1].name}",
+        "ensemble": summary.get("ensemble", {}).get("checkpoint"),
         "summary": summary["summary_file"], "log": summary["log"],
         "curves": summary["plots"].get("training_curves"),
         "train state": ", ".join(states) if states else "removed (--keep-train-state keeps it)",
     }))
     return summary
+
+
+def write_ensemble(path: Path, checkpoints: list[Path], results: list[dict[str, Any]],
+                   oof: dict[str, Any]) -> Path:
+    """The fold checkpoints as one ``model.ensemble`` checkpoint at ``path``.
+
+    Its threshold is the one chosen on the pooled out-of-fold predictions (the only predictions
+    of these models on photos they did not train on). Those are single members' probabilities;
+    the ensemble's mean is a little less extreme on new photos, so the threshold is slightly
+    conservative for it, which the metadata says.
+    """
+    loaded = [load_checkpoint(c) for c in checkpoints]
+    members = [{"fold": r["fold"], "file": c.name, "model_id": m.model_id,
+                "epoch": r["best"]["epoch"], "held_out_roc_auc": r["held_out"]["roc_auc"]}
+               for c, m, r in zip(checkpoints, loaded, results, strict=True)]
+    first = loaded[0].metadata
+    metadata = CheckpointMetadata(
+        **first.model_dump(include={"arch", "class_names", "positive_class", "input_size", "mean",
+                                    "std", "resize", "training_config", "data_fingerprint",
+                                    "demo"}),
+        threshold=oof["threshold"],
+        metrics={"oof": {k: oof[k] for k in ("roc_auc", "interval", "threshold",
+                                              "at_threshold")},
+                 "threshold_method": oof["threshold_method"],
+                 "threshold_chosen_on": oof["threshold_chosen_on"] + " of the single fold "
+                 "models; the ensemble averages them"},
+        ensemble=EnsembleSpec(members=len(loaded), member_info=members),
+    )
+    return save_checkpoint(path, FoldEnsemble([m.model for m in loaded]), metadata)
 
 
 def fold_plan(config: FitConfig, prepared: PreparedData

@@ -3,6 +3,8 @@
 Kaggle layout: ``DIR/train_labels.csv`` (columns ``name,invasive``), photos in ``DIR/train/``.
 The CSV may carry a BOM, CRLF line ends, spaces around fields, and names with or without ``.jpg``.
 Class folders: ``DIR/<class name>/*.jpg``; class names come from the folders (any number >= 2).
+The invasive (positive) class is ``--positive-class``, else a folder called ``invasive``, ``1`` or
+``positive``; with neither, the data is a multi-class problem (``positive_class`` None).
 
 Every problem found (missing files, duplicate names, labels outside {0, 1}, ...) is collected and
 reported in one :class:`DataError` listing the first offenders, unless ``skip_bad`` is set, in
@@ -36,7 +38,7 @@ class LabelledData:
     root: Path
     layout: str  # "kaggle" or "folders"
     class_names: list[str]
-    positive_class: str
+    positive_class: str | None  # None: multi-class (class folders with no invasive class)
     samples: list[Sample]
     skipped: list[str] = field(default_factory=list)  # "name: why" for rows dropped by skip_bad
 
@@ -45,7 +47,13 @@ class LabelledData:
         return [s.label for s in self.samples]
 
     @property
+    def multiclass(self) -> bool:
+        return self.positive_class is None
+
+    @property
     def positive_index(self) -> int:
+        if self.positive_class is None:
+            raise ValueError("multi-class data has no positive class")
         return self.class_names.index(self.positive_class)
 
     def fingerprint(self) -> str:
@@ -97,7 +105,7 @@ def load_labelled_data(
         data = _load_kaggle(root, skip_bad)
     else:
         data = _load_class_folders(root, positive_class, skip_bad)
-    if positive_class is not None and positive_class != data.positive_class:
+    if positive_class is not None:  # class folders took it as given: check it here too
         if positive_class not in data.class_names:
             raise DataError(f"--positive-class {positive_class!r} is not one of {data.class_names}")
         data.positive_class = positive_class
@@ -181,11 +189,8 @@ def _load_class_folders(root: Path, positive_class: str | None, skip_bad: bool) 
             else:
                 kept[s.name] = s
         samples = list(kept.values())
+    # No --positive-class and no folder recognisable as the invasive one: multi-class (None).
     positive = positive_class or _guess_positive(class_names)
-    if positive is None:
-        raise DataError(
-            f"cannot tell which of {class_names} is the invasive class; pass --positive-class"
-        )
     return LabelledData(root, "folders", class_names, positive, samples, skipped)
 
 

@@ -46,7 +46,8 @@ def explore(data_dir: Path, out_dir: Path, *, skip_bad: bool = False,
     summary = {
         "data": str(data_dir), "layout": data.layout, "images": len(data.samples),
         "classes": counts_in_order, "positive_class": data.positive_class,
-        "positive_share": counts_in_order[data.positive_class] / max(1, len(data.samples)),
+        "positive_share": None if data.multiclass  # multi-class: no invasive class
+        else counts_in_order[data.positive_class] / max(1, len(data.samples)),
         "width": _spread(widths), "height": _spread(heights),
         "most_common_sizes": [f"{w}x{h}: {n}" for (w, h), n in sizes.most_common(5)],
         "formats": dict(formats), "unreadable_headers": unreadable, "skipped": data.skipped,
@@ -107,7 +108,8 @@ def eda_lines(summary: dict[str, Any]) -> list[str]:
     rows = [
         ("data", f"{summary['data']} ({summary['layout']} layout)"),
         ("images", f"{summary['images']}: {classes}; positive class {summary['positive_class']} "
-                   f"({100 * summary['positive_share']:.1f} %)"),
+                   f"({100 * summary['positive_share']:.1f} %)" if summary["positive_class"]
+                   else f"{summary['images']}: {classes}; multi-class (no invasive class)"),
         ("sizes", sizes),
         ("formats", ", ".join(f"{k} {v}" for k, v in summary["formats"].items())),
     ]

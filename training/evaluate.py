@@ -8,12 +8,14 @@ validation images (optimistic figures), never passing one off as the other.
 Writes into the output folder: ``metrics.json``, ``roc.png``, ``precision_recall.png``,
 ``confusion_matrix.png``, ``training_curves.png`` (when the training log is found),
 ``misclassified.csv`` (every wrong image, worst first) and ``misclassified.png`` (a contact sheet
-of the worst :data:`SHEET_LIMIT`).
+of the worst :data:`training.sheets.MISCLASSIFIED_LIMIT`). A multi-class checkpoint (no positive
+class) is scored by its top class instead (``training.evaluate_multiclass``): per-class
+precision/recall/F1/support, top-1 accuracy, macro-F1, log loss, the k x k confusion matrix and
+the misclassified images.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -21,16 +23,17 @@ from typing import Any
 import numpy as np
 
 from model.inference import Classifier
+from training import sheets
 from training.data import LabelledData, load_labelled_data
 from training.errors import DataError, TrainingError, list_offenders
+from training.evaluate_multiclass import multiclass_evaluation_lines, multiclass_results
 from training.metrics import binary_metrics
 from training.plots import plot_confusion, plot_precision_recall, plot_roc, plot_training_curves
 from training.runlog import read_log
 from training.scoring import score_files
-from training.sheets import Tile, contact_sheet
+from training.sheets import Tile
 from training.summary import metrics_text
 
-SHEET_LIMIT = 64  # thumbnails on the misclassified contact sheet (the CSV lists them all)
 FALSE_POSITIVE, FALSE_NEGATIVE = (200, 30, 30), (230, 140, 0)  # frame colours on the sheet
 PLOT_NAMES = {"roc": "ROC curve", "precision_recall": "precision-recall",
               "confusion": "confusion matrix", "training_curves": "training curves"}
@@ -76,6 +79,23 @@ def evaluate(
                             + " (pass --skip-bad to leave them out)")
         print(list_offenders("skipped unreadable images", names))
     keep = np.array([i not in failures for i in range(len(paths))], dtype=bool)
+    if meta.multiclass:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        same = data.fingerprint() == meta.data_fingerprint
+        metrics, plots, wrong = multiclass_results(data, meta.class_names, probs, keep, out_dir)
+        report = {
+            "checkpoint": str(checkpoint), "model_id": classifier.model_id, "data": str(data_dir),
+            "task": "multiclass", "flip_tta": flip_tta, **metrics,
+            "skipped": data.skipped + [f"{paths[i].name}: {w}" for i, w in failures.items()],
+            "same_data_as_training": same,
+            "scope": data_scope(meta.training_config, data_dir, int(keep.sum()), same),
+            "misclassified": wrong,
+        }
+        plots.update(training_curves(checkpoint, log, out_dir))
+        report["plots"] = {k: str(v) for k, v in plots.items()}
+        report["metrics_file"] = str(out_dir / "metrics.json")
+        (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+        return report
     is_pos = np.array([data.class_names[s.label] == meta.positive_class for s in data.samples])
     p_pos = probs[:, meta.positive_index]
     metrics = binary_metrics(is_pos[keep], p_pos[keep], meta.threshold)
@@ -99,11 +119,7 @@ def evaluate(
     negative = others[0] if len(others) == 1 else f"not {meta.positive_class}"
     plots["confusion"] = plot_confusion(metrics["confusion"], negative, meta.positive_class,
                                         out_dir / "confusion_matrix.png")
-    log = log or checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".log.jsonl")
-    if log.is_file():
-        epochs = [e for e in read_log(log) if e.get("event") == "epoch"]
-        if epochs:
-            plots["training_curves"] = plot_training_curves(epochs, out_dir / "training_curves.png")
+    plots.update(training_curves(checkpoint, log, out_dir))
     wrong = misclassified(data, p_pos, keep, meta.threshold, meta.positive_class, negative)
     report["misclassified"] = write_misclassified(wrong, out_dir, meta.threshold,
                                                   meta.positive_class, int(keep.sum()))
@@ -113,7 +129,18 @@ def evaluate(
     return report
 
 
-def check_positive_class(asked: str | None, stored: str, class_names: list[str],
+def training_curves(checkpoint: Path, log: Path | None, out_dir: Path) -> dict[str, Path]:
+    """``training_curves.png`` from the training log (default: beside the checkpoint), if any."""
+    log = log or checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".log.jsonl")
+    if log.is_file():
+        epochs = [e for e in read_log(log) if e.get("event") == "epoch"]
+        if epochs:
+            return {"training_curves": plot_training_curves(epochs,
+                                                            out_dir / "training_curves.png")}
+    return {}
+
+
+def check_positive_class(asked: str | None, stored: str | None, class_names: list[str],
                          threshold: float) -> None:
     """Refuse a ``--positive-class`` other than the checkpoint's.
 
@@ -121,8 +148,15 @@ def check_positive_class(asked: str | None, stored: str, class_names: list[str],
     probability of the checkpoint's positive class, compared with a threshold chosen for that
     class. Scoring another class as positive would report figures at a threshold that was never
     chosen for it, for a question the service never answers; a user who asks for it gets a clear
-    error instead of a silently ignored flag (or a silently different report).
+    error instead of a silently ignored flag (or a silently different report). A multi-class
+    checkpoint (``stored`` None) has no positive class and no threshold: any is refused.
     """
+    if stored is None and asked is not None:
+        raise TrainingError(
+            f"--positive-class {asked!r}: this checkpoint is multi-class (classes: {class_names}; "
+            "no positive class, no threshold): evaluate reports every class and the service "
+            "answers with the top class; leave --positive-class out, or train a binary "
+            f"checkpoint with fit --positive-class {asked}")
     if asked is None or asked == stored:
         return
     if asked not in class_names:
@@ -178,28 +212,24 @@ def misclassified(data: LabelledData, p_pos: np.ndarray, keep: np.ndarray, thres
 def write_misclassified(rows: list[dict[str, Any]], out_dir: Path, threshold: float,
                         positive: str, scored: int) -> dict[str, Any]:
     """``misclassified.csv`` (all of them) and ``misclassified.png`` (the worst, if any)."""
-    csv_path = out_dir / "misclassified.csv"
-    columns = ["rank", "name", "true_class", "predicted", "p_positive", "error", "path"]
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({"rank": i, **r} for i, r in enumerate(rows, start=1))
-    sheet = None
-    if rows:
-        shown = rows[:SHEET_LIMIT]
-        title = (f"misclassified at threshold {threshold:.3f}: {len(rows)} of {scored} images, "
-                 "worst first" + (f" (the first {len(shown)})" if len(shown) < len(rows) else "")
-                 + "; red frame: false positive, orange: false negative")
-        tiles = [Tile(Path(r["path"]), (r["name"], f"true: {r['true_class']}",
-                                        f"p({positive}) = {r['p_positive']:.3f}"),
-                      FALSE_POSITIVE if r["error"] == "false positive" else FALSE_NEGATIVE)
-                 for r in shown]
-        sheet = str(contact_sheet(tiles, out_dir / "misclassified.png", title=title))
-    return {"count": len(rows), "csv": str(csv_path), "sheet": sheet}
+    def title(shown: int) -> str:
+        return (f"misclassified at threshold {threshold:.3f}: {len(rows)} of {scored} images, "
+                "worst first" + (f" (the first {shown})" if shown < len(rows) else "")
+                + "; red frame: false positive, orange: false negative")
+
+    def tile(r: dict[str, Any]) -> Tile:
+        return Tile(Path(r["path"]), (r["name"], f"true: {r['true_class']}",
+                                      f"p({positive}) = {r['p_positive']:.3f}"),
+                    FALSE_POSITIVE if r["error"] == "false positive" else FALSE_NEGATIVE)
+
+    columns = ["name", "true_class", "predicted", "p_positive", "error", "path"]
+    return sheets.write_misclassified(rows, columns, out_dir, title=title, tile=tile)
 
 
 def evaluation_lines(report: dict[str, Any]) -> list[str]:
     """The readable summary ``invasive-train evaluate`` prints."""
+    if report.get("task") == "multiclass":
+        return multiclass_evaluation_lines(report)
     c, wrong = report["confusion"], report["misclassified"]
     rows = [
         ("scored", report["scope"]),

@@ -5,7 +5,9 @@ train one epoch / evaluate / keep the best, with early stopping. Details that ma
 
 - photos are decoded once into the decode cache (``training.images``), unless ``cache="none"``;
 - validation scores through the service's ``Classifier`` (``training.loop``), and the decision
-  threshold stored in the checkpoint is the one maximising Youden's J on validation;
+  threshold stored in the checkpoint is the one maximising Youden's J on validation; multi-class
+  data (class folders, no invasive class) has no threshold and keeps the epoch of lowest
+  validation log loss (``training.validation``);
 - shuffling and augmentation are seeded per epoch, so a resumed run repeats the epochs it
   redoes exactly as an uninterrupted one would;
 - under ``torchrun`` the same code trains a DistributedDataParallel model, ``--batch-size`` being
@@ -33,6 +35,7 @@ from training import distributed
 from training.config import FitConfig, log_path
 from training.data import LabelledData, load_groups, load_labelled_data
 from training.distributed import EveryRankError
+from training.ema import WeightEma, restore_ema
 from training.errors import DataError, TrainingError, list_offenders
 from training.images import (
     CachedImages,
@@ -42,12 +45,12 @@ from training.images import (
     default_cache_dir,
 )
 from training.loop import score_with_classifier, train_one_epoch
-from training.metrics import binary_metrics, youden_threshold
-from training.optim import build_optimizer, build_schedule
+from training.optim import build_optimizer_and_schedule
 from training.runlog import RunLog
 from training.splits import holdout_split
 from training.state import load_resumable, restore, save_state, snapshot, state_path
 from training.summary import announce, data_lines, finish, say
+from training.validation import checkpoint_update, epoch_figures, epoch_text, validation_metrics
 from training.weights import build_initial_model
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
@@ -100,6 +103,9 @@ def fit(config: FitConfig, *, on_epoch_end: EpochCallback | None = None) -> dict
     """
     started = time.perf_counter()
     distributed.check_options(config.batch_size, config.folds)
+    if config.ensemble and config.folds < 2:
+        raise TrainingError("--ensemble writes the models of a cross-validation as one "
+                            "checkpoint: add --folds k (k >= 2, e.g. --folds 5)")
     runtime(config)  # a bad --device or --precision fails now, not after decoding the data
     if config.folds > 1:
         from training.cv import cross_validate
@@ -161,9 +167,8 @@ def train_split(
     labels = np.asarray(data.labels)
     train_set = train_dataset(prepared, train_idx)
     steps = len(train_set) // config.batch_size if len(train_set) > config.batch_size else 1
-    optimizer = build_optimizer(model, config.lr, config.weight_decay)
-    schedule = build_schedule(optimizer, steps * config.epochs,
-                              round(steps * config.warmup_epochs), config.schedule)
+    optimizer, schedule = build_optimizer_and_schedule(model, config, steps)
+    ema = WeightEma(model, config.ema_decay) if config.ema_decay else None
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     run_info = {"fold": fold, "device": str(device), "precision": precision,
                 "train_size": len(train_idx), "val_size": len(val_idx),
@@ -186,53 +191,50 @@ def train_split(
                   device, precision, held_out=held_out)
     if state is not None:
         progress = restore(state, model, optimizer, schedule)
+        restore_ema(ema, state, state_file)
         if main:
             tqdm.write(f"resuming {output} after epoch {progress['epoch']}")
     else:
         log.write("start", config=config.as_metadata(), **run_info)
     train_model = distributed.data_parallel(model, device)  # DDP wrapper, or model itself
 
-    is_pos = labels[val_idx] == data.positive_index
+    val_labels = labels[val_idx]
     tag = f"fold {fold} " if fold is not None else ""
     for epoch in range(progress["epoch"] + 1, config.epochs + 1):
-        if progress["stale"] >= config.patience:
+        if config.patience and progress["stale"] >= config.patience:
             break
         distributed.fault_injection_point(epoch)  # test-only hook; a no-op in normal use
         loader = epoch_loader(train_set, config, epoch, device)
         stats = train_one_epoch(train_model, loader, optimizer, schedule, device=device,
                                 precision=precision, spec=spec, scaler=scaler,
-                                desc=f"{tag}epoch {epoch}/{config.epochs}")
+                                desc=f"{tag}epoch {epoch}/{config.epochs}",
+                                label_smoothing=config.label_smoothing, ema=ema,
+                                augment=config.augment)
         loss_sum, images = distributed.sum_across_ranks([stats.loss * stats.images, stats.images])
         stats = replace(stats, loss=loss_sum / max(1.0, images), images=int(images))
         distributed.sync_buffers(model)
         val_start = time.perf_counter()
         val_images = split_images(prepared, distributed.my_share(val_idx), config.workers)
-        probs = score_with_classifier(model, metadata, val_images, device=device,
+        kept_model = ema.module if ema is not None else model  # what is validated and saved
+        probs = score_with_classifier(kept_model, metadata, val_images, device=device,
                                       precision=precision)
         probs = distributed.gather_rows(probs, len(val_idx))  # the whole validation set
-        p_pos = probs[:, data.positive_index]
-        metrics = binary_metrics(is_pos, p_pos, youden_threshold(is_pos, p_pos))
+        metrics, score = validation_metrics(data, val_labels, probs)
         record = {
             "fold": fold, "epoch": epoch, "train_loss": round(stats.loss, 5),
-            "val_loss": round(metrics["log_loss"], 5), "val_roc_auc": metrics["roc_auc"],
-            "val_accuracy": metrics["accuracy"], "threshold": metrics["threshold"],
+            **epoch_figures(metrics),
             "images_per_s": round(stats.images_per_s, 2), "train_s": round(stats.seconds, 3),
             "data_s": round(stats.data_seconds, 3), "compute_s": round(stats.compute_seconds, 3),
             "val_s": round(time.perf_counter() - val_start, 3),
             "lr": optimizer.param_groups[0]["lr"],
         }
         record["epoch_s"] = round(record["train_s"] + record["val_s"], 3)
-        score = metrics["roc_auc"] if math.isfinite(metrics["roc_auc"]) else -metrics["log_loss"]
         improved = score > progress["best_score"]
-        if improved:
+        if improved or not config.patience:  # patience 0: a fixed schedule keeps the last epoch
             progress.update(best_score=score, stale=0, best={**metrics, "epoch": epoch})
-            metadata = metadata.model_copy(update={
-                "threshold": metrics["threshold"],
-                "metrics": {"validation": {**metrics, "epoch": epoch},
-                            "threshold_method": "youden_j"},
-            })
+            metadata = metadata.model_copy(update=checkpoint_update(metrics, epoch))
             if main:
-                save_checkpoint(output, model, metadata)
+                save_checkpoint(output, kept_model, metadata)
         else:
             progress["stale"] += 1
         progress["epoch"] = epoch
@@ -240,18 +242,19 @@ def train_split(
         log.write("epoch", **record)
         if main:
             tqdm.write(
-                f"{tag}epoch {epoch:>3}  loss {stats.loss:.4f}  val_loss {metrics['log_loss']:.4f}"
-                f"  val_auc {metrics['roc_auc']:.4f}  val_acc {metrics['accuracy']:.3f}  "
+                f"{tag}epoch {epoch:>3}  loss {stats.loss:.4f}{epoch_text(metrics)}  "
                 f"{stats.images_per_s:6.1f} img/s  {record['epoch_s']:.1f}s"
                 + ("  *" if improved else "")
             )
-            save_state(state_file, snapshot(progress, identity, model, optimizer, schedule))
+            state_now = snapshot(progress, identity, model, optimizer, schedule)
+            save_state(state_file, {**state_now, **({"ema": ema.state_dict()} if ema else {})})
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
     result = {"checkpoint": str(output), "log": str(log.path) if log.path else None,
               "fold": fold, "best": progress["best"], "epochs_run": progress["epoch"],
-              "history": progress["history"], **run_info}
+              "history": progress["history"], **run_info,
+              "task": "multiclass" if data.multiclass else "binary"}
     log.write("result", **{k: v for k, v in result.items() if k != "history"})
     return result
 

@@ -24,6 +24,7 @@ from model.inference import Classifier, autocast_context
 from model.preprocessing import PreprocessSpec, normalize_batch
 from training import distributed
 from training.augment import augment_batch
+from training.ema import WeightEma
 
 
 @dataclass
@@ -50,7 +51,11 @@ def train_one_epoch(
     spec: PreprocessSpec,
     scaler: torch.amp.GradScaler | None = None,
     desc: str = "train",
+    label_smoothing: float = 0.0,
+    ema: WeightEma | None = None,
+    augment: str = "field",
 ) -> EpochStats:
+    """One pass over ``loader``; ``ema`` (if any) is updated after every optimiser step."""
     model.train()
     total_loss, seen, data_s, compute_s = 0.0, 0, 0.0, 0.0
     start = tick = time.perf_counter()
@@ -62,12 +67,14 @@ def train_one_epoch(
     for images, labels in bar:
         loaded = time.perf_counter()
         data_s += loaded - tick
-        x = normalize_batch(augment_batch(images.to(device, non_blocking=True), shard=shard), spec)
+        x = augment_batch(images.to(device, non_blocking=True), shard=shard,
+                          aerial=augment == "aerial")
+        x = normalize_batch(x, spec)
         x = x.contiguous(memory_format=torch.channels_last)
         y = labels.to(device, non_blocking=True)
         with autocast_context(device, precision):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:  # fp16 on CUDA needs loss scaling; bf16 does not
             scaler.scale(loss).backward()
@@ -77,6 +84,8 @@ def train_one_epoch(
             loss.backward()
             optimizer.step()
         schedule.step()
+        if ema is not None:
+            ema.update()
         batch_loss = loss.item()  # also synchronises CUDA, so the compute time below is real
         total_loss += batch_loss * len(y)
         seen += len(y)

@@ -1,7 +1,8 @@
-"""Validation metrics of "is the invasive class present" and the decision threshold.
+"""Validation metrics of "is the invasive class present" and the decision threshold, and of
+multi-class data (class folders with no invasive class): "which class is it", no threshold.
 
-Multi-class checkpoints are scored the same way: probability of the positive class vs the rest,
-which is the question the service answers.
+A checkpoint with a positive class among several is scored as binary: probability of the
+positive class vs the rest, which is the question the service answers for it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
 
 
 def youden_threshold(is_positive: np.ndarray, p_positive: np.ndarray) -> float:
@@ -43,5 +51,43 @@ def binary_metrics(is_positive: np.ndarray, p_positive: np.ndarray, threshold: f
         "f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
         "threshold": float(threshold),
         "confusion": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
+        "count": int(len(y)),
+    }
+
+
+def multiclass_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
+    """Top-1 accuracy, macro-F1, log loss, macro one-vs-rest ROC AUC, per-class
+    precision/recall/F1/support and the k x k confusion matrix (rows true, columns predicted).
+
+    ``labels`` are indices into ``class_names``; ``probs`` is (N, k). The ROC AUC is NaN when a
+    class is missing from ``labels`` (one-vs-rest needs every class on both sides).
+    """
+    y = np.asarray(labels).astype(int)
+    p = np.asarray(probs, dtype=np.float64)
+    k = len(class_names)
+    classes = list(range(k))
+    pred = p.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, pred, labels=classes, zero_division=0)
+    p_clipped = np.clip(p, 1e-7, 1.0)
+    p_clipped = p_clipped / p_clipped.sum(axis=1, keepdims=True)
+    present = len(np.unique(y)) == k
+    if present and k == 2:  # sklearn takes two classes as binary; both one-vs-rest AUCs equal it
+        auc = float(roc_auc_score(y, p[:, 1]))
+    elif present:
+        auc = float(roc_auc_score(y, p_clipped, multi_class="ovr", average="macro",
+                                  labels=classes))
+    else:
+        auc = math.nan
+    return {
+        "accuracy": float((pred == y).mean()),
+        "macro_f1": float(f1_score(y, pred, labels=classes, average="macro", zero_division=0)),
+        "log_loss": float(log_loss(y, p_clipped, labels=classes)),
+        "roc_auc": auc,  # macro one-vs-rest
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(support[i])}
+                      for i, name in enumerate(class_names)},
+        "confusion_matrix": confusion_matrix(y, pred, labels=classes).tolist(),
+        "class_names": list(class_names),
         "count": int(len(y)),
     }

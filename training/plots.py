@@ -67,6 +67,24 @@ def plot_confusion(confusion: dict[str, int], negative: str, positive: str, path
     return _save(fig, path)
 
 
+def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path) -> Path:
+    """The k x k confusion matrix of a multi-class evaluation: counts, rows true, columns
+    predicted, class names on both axes."""
+    counts = np.asarray(matrix)
+    k = len(class_names)
+    side = max(4.5, 1.0 + 0.7 * k)
+    fig, ax = plt.subplots(figsize=(side + 0.5, side))
+    ax.imshow(counts, cmap="Blues")
+    for (r, c), value in np.ndenumerate(counts):
+        ax.text(c, r, str(value), ha="center", va="center",
+                color="white" if value > counts.max() / 2 else "black")
+    ax.set_xticks(range(k), class_names, rotation=45 if k > 3 else 0, ha="right" if k > 3
+                  else "center")
+    ax.set_yticks(range(k), class_names)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    return _save(fig, path)
+
+
 def plot_training_curves(epochs: list[dict[str, Any]], path: Path) -> Path:
     """Loss and validation ROC AUC per epoch, one line per fold when the log has several."""
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))

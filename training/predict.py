@@ -5,6 +5,8 @@ are left out). ``name`` is the photo's path relative to the folder, without exte
 ``/`` between folders: a flat folder gives the file name without extension (Kaggle's test ids),
 ``invasive/12.jpg`` gives ``invasive/12``. ``invasive`` is the probability of the positive class.
 Rows are in natural order (2 before 10), as in Kaggle's sample submission.
+A multi-class checkpoint (no positive class) writes ``name,label,<class 1>,...,<class k>``
+instead: the top class, then every class's probability (columns named after the classes).
 ``--output`` is required (no file lands in the working directory by surprise); an existing
 folder gets ``submission.csv`` inside it.
 """
@@ -82,11 +84,19 @@ def predict_folder(
             raise DataError(f"{images}: " + list_offenders("unreadable images", names)
                             + " (pass --skip-bad to leave them out of the CSV)")
         print(list_offenders("left out unreadable images", names))
-    pos = classifier.metadata.positive_index
-    rows = [(image_name(p, images), f"{probs[i, pos]:.6f}") for i, p in enumerate(paths)
-            if i not in failures]
+    meta = classifier.metadata
+    if meta.multiclass:
+        header = ("name", "label", *meta.class_names)
+        rows = [(image_name(p, images), meta.class_names[int(probs[i].argmax())],
+                 *(f"{v:.6f}" for v in probs[i])) for i, p in enumerate(paths)
+                if i not in failures]
+    else:
+        pos = meta.positive_index
+        header = ("name", "invasive")
+        rows = [(image_name(p, images), f"{probs[i, pos]:.6f}") for i, p in enumerate(paths)
+                if i not in failures]
     text = io.StringIO(newline="")
-    csv.writer(text, lineterminator="\n").writerows([("name", "invasive"), *rows])
+    csv.writer(text, lineterminator="\n").writerows([header, *rows])
     write_atomically(output, text.getvalue().encode())  # never half a submission
     return {"output": str(output), "rows": len(rows), "skipped": len(failures),
             "model_id": classifier.model_id, "flip_tta": flip_tta}

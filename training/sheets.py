@@ -7,6 +7,8 @@ the resize. An unreadable photo becomes a grey tile that says so instead of fail
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,27 @@ def contact_sheet(tiles: list[Tile], path: Path, *, title: str, columns: int = 8
         for k, text in enumerate(tile.caption):
             draw.text((x, y + side + 2 + k * LINE), _fit(text, side), fill=TEXT, font=font)
     return _save(sheet, path)
+
+
+MISCLASSIFIED_LIMIT = 64  # thumbnails on a misclassified contact sheet (the CSV lists them all)
+
+
+def write_misclassified(rows: list[dict], columns: list[str], out_dir: Path, *,
+                        title: Callable[[int], str], tile: Callable[[dict], Tile]) -> dict:
+    """``misclassified.csv`` (every row, ranked worst first) and ``misclassified.png`` (the first
+    :data:`MISCLASSIFIED_LIMIT` as a contact sheet; ``title(shown)`` heads it, ``tile(row)`` draws
+    a row), for ``evaluate``'s binary and multi-class reports alike."""
+    csv_path = out_dir / "misclassified.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["rank", *columns], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({"rank": i, **r} for i, r in enumerate(rows, start=1))
+    sheet = None
+    if rows:
+        shown = rows[:MISCLASSIFIED_LIMIT]
+        sheet = str(contact_sheet([tile(r) for r in shown], out_dir / "misclassified.png",
+                                  title=title(len(shown))))
+    return {"count": len(rows), "csv": str(csv_path), "sheet": sheet}
 
 
 def class_grid(samples: dict[str, list[Path]], path: Path, *, title: str,

@@ -24,6 +24,9 @@ from training.weights import describe_weights
 
 LEGEND = ("per epoch: training loss, validation loss / ROC AUC / accuracy, training images/s, "
           "seconds; * = best validation ROC AUC so far, checkpoint saved")
+MULTICLASS_LEGEND = ("per epoch: training loss, validation loss / macro one-vs-rest ROC AUC / "
+                     "top-1 accuracy / macro-F1, training images/s, seconds; * = lowest "
+                     "validation log loss so far, checkpoint saved")
 LAYOUTS = {"kaggle": "Kaggle layout: train/ + train_labels.csv", "folders": "one folder per class"}
 PRECISIONS = {"fp32": "fp32", "bf16": "bf16 mixed precision (autocast)",
               "fp16": "fp16 mixed precision (autocast, loss scaling)"}
@@ -72,7 +75,10 @@ def data_lines(config: FitConfig, data) -> list[str]:
         ("images", f"{len(data.samples)}: {class_counts(data.class_names, data.labels)}"
                    f"{skipped}"),
         ("classes", f"{', '.join(data.class_names)}; positive (invasive) class: "
-                    f"{data.positive_class}"),
+                    f"{data.positive_class}" if not data.multiclass else
+                    f"{', '.join(data.class_names)}; multi-class: no --positive-class and no "
+                    "folder named invasive, 1 or positive, so the model learns which of the "
+                    f"{len(data.class_names)} classes a photo shows (no threshold)"),
         ("decoding", f"--cache {config.cache}: {CACHES.get(config.cache, config.cache)}"),
     ]
     return ["invasive-train fit", *_rows(rows)]
@@ -119,8 +125,10 @@ def fold_line(config: FitConfig, groups: list[str] | None, train_idx, val_idx, f
 
 def run_lines(config: FitConfig, *, groups: list[str] | None, train_idx, val_idx,
               fold: int | None, device: str, precision: str, world_size: int, weights: str,
-              steps: int, outputs: dict[str, str | None], held_out=None) -> list[str]:
+              steps: int, outputs: dict[str, str | None], held_out=None,
+              multiclass: bool = False) -> list[str]:
     """The rest of the start-up summary: split, model, weights, device, schedule, outputs."""
+    selection = selection_name(multiclass)
     per_rank = (f", {config.batch_size // world_size} per process ({world_size} processes, "
                 "torchrun)" if world_size > 1 else "")
     rows = [
@@ -130,12 +138,17 @@ def run_lines(config: FitConfig, *, groups: list[str] | None, train_idx, val_idx
         ("device", f"{device}, {PRECISIONS.get(precision, precision)}"),
         ("batches", f"{config.batch_size} images{per_rank}, {plural(steps, 'step')} per epoch; "
                     f"up to {plural(config.epochs, 'epoch')}, stopping after "
-                    f"{config.patience} without a better validation ROC AUC"),
+                    f"{config.patience} without a better {selection}"),
         ("optimiser", f"AdamW, lr {config.lr:g}, weight decay {config.weight_decay:g}, warm-up "
                       f"{plural(config.warmup_epochs, 'epoch')}, then {config.schedule}"),
     ]
     rows += [(label, path) for label, path in outputs.items() if path is not None]
-    return [*_rows(rows), LEGEND]
+    return [*_rows(rows), MULTICLASS_LEGEND if multiclass else LEGEND]
+
+
+def selection_name(multiclass: bool) -> str:
+    """What chooses the kept epoch (``training.validation``)."""
+    return "validation log loss" if multiclass else "validation ROC AUC"
 
 
 def fit_outputs(config: FitConfig, checkpoint: Path, log: Path | None,
@@ -158,6 +171,9 @@ def cv_outputs(config: FitConfig, out_dir: Path, log: Path | None) -> dict[str, 
 
 
 def metrics_text(m: dict[str, Any]) -> str:
+    if "macro_f1" in m:  # multi-class (training.metrics.multiclass_metrics)
+        return (f"top-1 accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, log loss "
+                f"{m['log_loss']:.4f}, macro one-vs-rest ROC AUC {m['roc_auc']:.4f}")
     return (f"ROC AUC {m['roc_auc']:.4f}, accuracy {m['accuracy']:.4f}, precision "
             f"{m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f}, log loss "
             f"{m['log_loss']:.4f}")
@@ -166,7 +182,8 @@ def metrics_text(m: dict[str, Any]) -> str:
 def end_lines(config: FitConfig, result: dict[str, Any], wall_s: float) -> list[str]:
     """The end summary of a single-split run: best epoch, its metrics, threshold, paths."""
     best, run = result["best"], result["epochs_run"]
-    stop = (f"stopped early ({config.patience} without a better validation ROC AUC)"
+    multiclass = result.get("task") == "multiclass"
+    stop = (f"stopped early ({config.patience} without a better {selection_name(multiclass)})"
             if run < config.epochs else f"--epochs {config.epochs}")
     lines = [f"done in {_duration(wall_s)}: {plural(run, 'epoch')}, {stop}"]
     if best is None:
@@ -175,8 +192,10 @@ def end_lines(config: FitConfig, result: dict[str, Any], wall_s: float) -> list[
     rows = [
         ("best epoch", f"{best['epoch']} of {run}"),
         ("validation", f"{best['count']} images: {metrics_text(best)}"),
-        ("threshold", f"{best['threshold']:.4f}: maximises Youden's J (TPR - FPR) on "
-                      "validation; stored in the checkpoint"),
+        ("threshold", None if multiclass else f"{best['threshold']:.4f}: maximises Youden's J "
+                      "(TPR - FPR) on validation; stored in the checkpoint"),
+        ("answer", "the top class (multi-class: no threshold); kept epoch: lowest validation "
+                   "log loss" if multiclass else None),
         ("checkpoint", result["checkpoint"]),
         ("log", result.get("log")),
         ("curves", result.get("plots", {}).get("training_curves")),
@@ -184,8 +203,10 @@ def end_lines(config: FitConfig, result: dict[str, Any], wall_s: float) -> list[
                                             "--keep-train-state keeps it)"),
     ]
     lines += _rows([(k, str(v)) for k, v in rows if v is not None])
-    lines.append("  (the best epoch and the threshold were chosen on these validation images, so "
-                 "the figures lean optimistic; held-out data or --folds give an honest estimate)")
+    chosen = "best epoch was" if multiclass else "best epoch and the threshold were"
+    honest = "held-out data gives" if multiclass else "held-out data or --folds give"
+    lines.append(f"  (the {chosen} chosen on these validation images, so the figures lean "
+                 f"optimistic; {honest} an honest estimate)")
     lines.append(f"next: invasive-train evaluate --checkpoint {result['checkpoint']} "
                  "--data HELD_OUT_DATA --output runs/eval")
     return lines
@@ -251,7 +272,7 @@ def announce(config: FitConfig, prepared, train_idx, val_idx, fold: int | None, 
                   fold=fold, device=str(device), precision=precision,
                   world_size=distributed.get_world_size(), steps=steps, outputs=outputs,
                   weights=describe_weights(config.arch, config.weights, model),
-                  held_out=held_out))
+                  held_out=held_out, multiclass=prepared.data.multiclass))
 
 
 def finish(config: FitConfig, result: dict[str, Any], output: Path, started: float) -> None:
@@ -266,5 +287,6 @@ def finish(config: FitConfig, result: dict[str, Any], output: Path, started: flo
                                                             curves_path(output)))
     result.update(train_state=str(state) if state.is_file() else None, plots=plots,
                   wall_s=round(time.perf_counter() - started, 1))
-    result["threshold_method"] = "youden_j"
+    if result.get("task") != "multiclass":
+        result["threshold_method"] = "youden_j"
     say(end_lines(config, result, result["wall_s"]))

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+
 from fastapi import APIRouter, Depends
 
 from app.api.dependencies import ReadyPipeline, Runtime
 from app.errors import error_responses
-from app.schemas import EngineInfo, ModelInfo
+from app.schemas import EngineInfo, ModelCost, ModelInfo
 from app.security import require_api_key
+from model.ensemble import forward_gflops
+
+
+@functools.lru_cache(maxsize=8)
+def model_cost(arch: str, classes: int, input_size: int, members: int) -> ModelCost:
+    """Counted once per model (~50 ms per member architecture, shapes only)."""
+    gflops = forward_gflops(arch, classes, input_size, members)
+    return ModelCost(members=members, forward_passes_per_image=members,
+                     gflops_per_image=round(gflops, 3))
+
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_api_key)])
 
@@ -17,8 +30,9 @@ router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_a
     summary="The served checkpoint",
     description="Model id, the demo flag (true for the generated demo checkpoint), device, "
     "precision, the inference engine actually running (and whether its conversion came from "
-    "the cache, or why it fell back to eager), and the checkpoint's full metadata (classes, "
-    "threshold, metrics, training).",
+    "the cache, or why it fell back to eager), what one image costs (networks, forward passes, "
+    "GFLOPs: a fold ensemble runs every member), and the checkpoint's full metadata (classes, "
+    "threshold, metrics, training, ensemble members).",
     response_model=ModelInfo,
     responses=error_responses(401, 503),
 )
@@ -34,8 +48,9 @@ async def model_info(
         demo=meta.demo,
         arch=meta.arch,
         class_names=meta.class_names,
+        task=meta.task,
         positive_class=meta.positive_class,
-        threshold=meta.threshold,
+        threshold=None if meta.multiclass else meta.threshold,
         input_size=meta.input_size,
         device=str(classifier.device),
         precision=engine.precision,
@@ -44,5 +59,8 @@ async def model_info(
         load_seconds=runtime.load_seconds,
         warmup_seconds=runtime.warmup_seconds,
         max_batch_size=runtime.settings.max_batch_size,
+        cost=await asyncio.to_thread(  # the first call counts (~50 ms a member): off the loop
+            model_cost, meta.arch, len(meta.class_names), meta.input_size,
+            meta.ensemble.members if meta.ensemble else 1),
         metadata=meta.model_dump(mode="json"),
     )

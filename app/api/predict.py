@@ -43,7 +43,7 @@ def _prediction_body(result: ImageResult, pipeline: PredictionPipeline) -> Predi
         invasive=p.invasive,
         probability=p.probability,
         probabilities=p.probabilities,
-        threshold=pipeline.classifier.metadata.threshold,
+        threshold=None if p.invasive is None else pipeline.classifier.metadata.threshold,
         model_id=pipeline.classifier.model_id,
         timing=Timing(
             decode_ms=round(result.decode_ms, 3),
@@ -59,7 +59,9 @@ def _prediction_body(result: ImageResult, pipeline: PredictionPipeline) -> Predi
     summary="Score one photo",
     description="Send one image (JPEG, PNG, WebP or HEIC; the format is read from the bytes) "
     "as multipart field `file`. Returns the label, the probability of the invasive class, "
-    "every class's probability, the checkpoint's threshold, the model id and timings.",
+    "every class's probability, the checkpoint's threshold, the model id and timings. For a "
+    "multi-class model the label is the top class, `probability` its probability, and "
+    "`invasive` and `threshold` are null.",
     response_model=PredictionResponse,
     responses=_ERRORS,
     openapi_extra=_multipart_request_body("file", many=False),

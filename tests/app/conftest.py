@@ -66,8 +66,12 @@ def isolated_settings(checkpoint: Path, **overrides) -> Settings:
 
 @pytest.fixture
 def make_settings(service_checkpoint: Path):
-    """``make_settings(**overrides)``: :func:`isolated_settings` for the test checkpoint."""
-    return lambda **overrides: isolated_settings(service_checkpoint, **overrides)
+    """``make_settings(**overrides)``: :func:`isolated_settings` for the test checkpoint (or
+    ``checkpoint=`` another)."""
+    def settings(checkpoint: Path = service_checkpoint, **overrides) -> Settings:
+        return isolated_settings(checkpoint, **overrides)
+
+    return settings
 
 
 @pytest.fixture

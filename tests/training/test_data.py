@@ -42,11 +42,16 @@ def test_class_folders_take_class_names_from_folders(folder_data):
     assert {data.class_names[s.label] for s in data.samples} == {"invasive", "not_invasive"}
 
 
-def test_class_folders_need_positive_class_when_ambiguous(tmp_path, folder_data):
+def test_class_folders_without_an_invasive_class_are_multiclass(tmp_path, folder_data):
     (folder_data / "invasive").rename(folder_data / "hogweed")
-    with pytest.raises(DataError, match="--positive-class"):
-        load_labelled_data(folder_data)
-    assert load_labelled_data(folder_data, positive_class="hogweed").positive_class == "hogweed"
+    data = load_labelled_data(folder_data)  # no --positive-class, no folder called invasive
+    assert data.positive_class is None and data.multiclass
+    with pytest.raises(ValueError, match="multi-class"):
+        data.positive_index  # noqa: B018
+    binary = load_labelled_data(folder_data, positive_class="hogweed")
+    assert binary.positive_class == "hogweed" and not binary.multiclass
+    with pytest.raises(DataError, match="--positive-class 'weed' is not one of"):
+        load_labelled_data(folder_data, positive_class="weed")
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ from PIL import Image
 from training import sheets
 from training.cli import main
 from training.data import load_labelled_data
-from training.evaluate import SHEET_LIMIT, data_scope, misclassified, write_misclassified
+from training.evaluate import data_scope, misclassified, write_misclassified
+from training.sheets import MISCLASSIFIED_LIMIT as SHEET_LIMIT
 
 
 def test_scope_says_what_was_scored(tmp_path):

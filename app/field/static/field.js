@@ -311,7 +311,9 @@
   function showPrediction(li, prediction, elapsedMs, sentBytes, batchSize) {
     const body = li.querySelector(".result-body");
     const verdict = body.querySelector(".verdict");
-    li.classList.add(prediction.invasive ? "invasive" : "not-invasive");
+    // A multi-class model answers invasive: null and threshold: null (label = the top class).
+    const multiclass = prediction.invasive === null;
+    li.classList.add(multiclass ? "multiclass" : prediction.invasive ? "invasive" : "not-invasive");
     li.dataset.label = prediction.label;
     li.dataset.probability = String(prediction.probability);
     verdict.textContent = "";
@@ -327,10 +329,16 @@
     const mark = document.createElement("span");
     mark.className = "bar-mark";
     mark.style.left = `${Math.max(0, Math.min(1, prediction.threshold)) * 100}%`;
-    bar.append(fill, mark);
+    bar.append(fill);
+    if (!multiclass) bar.append(mark);
+    const ranked = Object.entries(prediction.probabilities || {})
+      .sort((a, b) => b[1] - a[1])
+      .map(([name, p]) => `${labelText(name)} ${percent(p)}`);
     body.append(
       bar,
-      line("detail", `Probability invasive ${percent(prediction.probability)}, threshold ${percent(prediction.threshold)}`),
+      line("detail", multiclass
+        ? `Probabilities: ${ranked.join(", ")}`
+        : `Probability invasive ${percent(prediction.probability)}, threshold ${percent(prediction.threshold)}`),
     );
     finish(li, elapsedMs, sentBytes, batchSize);
   }

@@ -1,0 +1,201 @@
+"""The recipe knobs of issue 12: EMA, label smoothing, freezing / backbone LR, fixed schedule,
+aerial augmentation; and that, off, they leave the recipe as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from model.checkpoint import load_checkpoint
+from model.preprocessing import PreprocessSpec
+from training.augment import augment_batch
+from training.cli import build_parser
+from training.config import FitConfig
+from training.ema import WeightEma
+from training.errors import TrainingError
+from training.fit import fit
+from training.loop import train_one_epoch
+from training.optim import build_optimizer, build_optimizer_and_schedule, build_schedule
+from training.state import load_state, state_path
+
+from .conftest import tiny_config
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL between two epochs."""
+
+
+def small_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 2))
+
+
+def test_ema_starts_as_a_copy_then_follows_with_its_decay_and_copies_buffers():
+    model = small_net()
+    ema = WeightEma(model, decay=0.9)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update()  # first update: the mean of one set of weights is that set
+    for mine, theirs in zip(ema.module.parameters(), model.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    before = [p.clone() for p in ema.module.parameters()]
+    ema.updates = 100  # past the early plain-mean phase: d = 0.9
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model[1].running_mean.fill_(3.0)
+    ema.update()
+    for old, mine in zip(before, ema.module.parameters(), strict=True):
+        assert torch.allclose(mine, old + 0.1)
+    assert torch.equal(ema.module[1].running_mean, torch.full((4,), 3.0))  # copied, not averaged
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    with pytest.raises(ValueError):
+        WeightEma(model, decay=1.0)
+
+
+def one_batch_epoch(model: nn.Module, **knobs) -> float:
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    loader = DataLoader(TensorDataset(images, torch.zeros(4, dtype=torch.long)), batch_size=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    stats = train_one_epoch(model, loader, optimizer, schedule, device=torch.device("cpu"),
+                            precision="fp32", spec=PreprocessSpec(input_size=16), **knobs)
+    return stats.loss
+
+
+class Confident(nn.Module):
+    """Always says class 0 with logits +-20, whatever the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([20.0, -20.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(len(x), 2) + 0 * x.mean()
+
+
+def test_label_smoothing_charges_a_confident_right_answer():
+    assert one_batch_epoch(Confident()) < 1e-6
+    smoothed = one_batch_epoch(Confident(), label_smoothing=0.1)
+    # eps/2 of the target mass on the wrong class, which has log-probability -40
+    assert smoothed == pytest.approx(0.05 * 40, rel=0.01)
+
+
+def test_train_one_epoch_updates_the_ema_every_step():
+    model = small_net()
+    ema = WeightEma(model, decay=0.5)
+    one_batch_epoch(model, ema=ema)
+    assert ema.updates == 1
+
+
+def test_defaults_keep_the_old_optimizer_groups_and_schedule():
+    model = small_net()
+    config = FitConfig(data=Path("."), output=Path("."), weights="imagenet")
+    optimizer, schedule = build_optimizer_and_schedule(model, config, steps_per_epoch=4)
+    assert len(optimizer.param_groups) == 2
+    assert all("backbone" not in g for g in optimizer.param_groups)
+    assert [g["lr"] for g in optimizer.param_groups] == [config.lr * 0.01] * 2  # warm-up from 1 %
+    assert config.ema_decay == 0 and config.label_smoothing == 0 and config.augment == "field"
+
+
+def test_freeze_holds_the_backbone_then_warms_it_up_while_the_head_trains():
+    model = small_net()
+    config = FitConfig(data=Path("."), output=Path("."), weights="some.pth", lr=0.1,
+                       epochs=4, warmup_epochs=1.0, freeze_epochs=1.0, backbone_lr_scale=0.5)
+    optimizer, schedule = build_optimizer_and_schedule(model, config, steps_per_epoch=4)
+    head = [g for g in optimizer.param_groups if not g["backbone"]]
+    backbone = [g for g in optimizer.param_groups if g["backbone"]]
+    assert len(head) == 2 and len(backbone) == 2 and optimizer.param_groups[0] is head[0]
+    conv_before = model[0].weight.detach().clone()
+    lrs = []
+    for _ in range(16):
+        lrs.append((head[0]["lr"], backbone[0]["lr"]))
+        model(torch.randn(2, 3, 8, 8)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        schedule.step()
+        if len(lrs) == 4:  # end of the frozen epoch: the backbone has not moved
+            assert torch.equal(model[0].weight, conv_before)
+    assert all(b == 0.0 for _, b in lrs[:4]) and all(h > 0 for h, _ in lrs)
+    assert lrs[4][1] < lrs[7][1]  # the backbone's own warm-up
+    assert lrs[7][1] == pytest.approx(lrs[7][0] * 0.5)  # then the head's schedule, scaled
+    assert not torch.equal(model[0].weight, conv_before)
+
+    scratch = FitConfig(data=Path("."), output=Path("."), weights="none", freeze_epochs=1.0,
+                        backbone_lr_scale=0.5)
+    optimizer, _ = build_optimizer_and_schedule(small_net(), scratch, steps_per_epoch=4)
+    assert len(optimizer.param_groups) == 2  # from scratch: no backbone to protect
+    with pytest.raises(ValueError, match="cosine"):
+        build_schedule(build_optimizer(small_net(), 0.1, 0.0, split_head=True), 10, 2,
+                       "onecycle", frozen_steps=2)
+
+
+def test_aerial_augmentation_also_flips_vertically_and_field_never_does():
+    ramp = torch.arange(32, dtype=torch.float32).mul(8).view(1, 1, 32, 1).expand(64, 3, 32, 32)
+    images = ramp.to(torch.uint8).contiguous()  # dark at the top, bright at the bottom
+
+    def upside_down(out: torch.Tensor) -> torch.Tensor:
+        top, bottom = out[:, :, :8].mean(dim=(1, 2, 3)), out[:, :, -8:].mean(dim=(1, 2, 3))
+        return top > bottom
+
+    field = augment_batch(images, torch.Generator().manual_seed(0))
+    aerial = augment_batch(images, torch.Generator().manual_seed(0), aerial=True)
+    assert not upside_down(field).any()
+    assert 5 < int(upside_down(aerial).sum()) < 59
+    assert aerial.min() >= 0 and aerial.max() <= 255
+
+
+def test_patience_zero_trains_every_epoch_and_keeps_the_last(kaggle_data, tmp_path):
+    result = fit(tiny_config(kaggle_data, tmp_path / "m.safetensors", epochs=3, patience=0))
+    assert result["epochs_run"] == 3 and result["best"]["epoch"] == 3
+    meta = load_checkpoint(tmp_path / "m.safetensors").metadata
+    assert meta.metrics["validation"]["epoch"] == 3
+
+
+def test_fit_with_ema_saves_the_average_and_resumes_it(kaggle_data, tmp_path):
+    def kill_after_first(epoch, record):
+        if epoch == 1:
+            raise Killed
+
+    knobs = dict(epochs=3, patience=0, ema_decay=0.9, label_smoothing=0.1,
+                 keep_train_state=True)
+    killed = tmp_path / "killed.safetensors"
+    with pytest.raises(Killed):
+        fit(tiny_config(kaggle_data, killed, **knobs), on_epoch_end=kill_after_first)
+    assert load_state(state_path(killed))["ema"]["updates"] > 0
+    fit(tiny_config(kaggle_data, killed, resume=True, **knobs))
+    straight = tmp_path / "straight.safetensors"
+    fit(tiny_config(kaggle_data, straight, **knobs))
+
+    state = load_state(state_path(straight))
+    saved = load_checkpoint(straight).model.state_dict()
+    ema, live = state["ema"]["model"], state["model"]
+    assert all(torch.allclose(saved[k].float(), ema[k].float()) for k in saved)  # the average
+    assert any(not torch.allclose(ema[k].float(), live[k].float()) for k in ema
+               if ema[k].is_floating_point())  # ... not the live weights
+    resumed = load_checkpoint(killed).model.state_dict()
+    assert all(torch.allclose(resumed[k].float(), saved[k].float(), atol=1e-4) for k in saved)
+
+
+def test_cli_recipe_flags_reach_the_config():
+    args = build_parser().parse_args([
+        "fit", "--data", "d", "--output", "o", "--ema-decay", "0.98", "--label-smoothing", "0.1",
+        "--freeze-epochs", "1", "--backbone-lr-scale", "0.2", "--augment", "aerial",
+        "--patience", "0"])
+    fields = set(FitConfig.__dataclass_fields__)
+    config = FitConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    assert (config.ema_decay, config.label_smoothing, config.freeze_epochs,
+            config.backbone_lr_scale, config.augment, config.patience) == (
+        0.98, 0.1, 1.0, 0.2, "aerial", 0)
+
+
+def test_resume_with_ema_refuses_a_state_without_an_average(kaggle_data, tmp_path):
+    out = tmp_path / "plain.safetensors"
+    fit(tiny_config(kaggle_data, out, epochs=1, keep_train_state=True))
+    with pytest.raises(TrainingError, match="without --ema-decay"):
+        fit(tiny_config(kaggle_data, out, epochs=1, ema_decay=0.9, resume=True))
