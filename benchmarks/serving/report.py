@@ -1,4 +1,4 @@
-"""Turn raw results into the verdicts of issue 5, a markdown table and a PNG chart."""
+"""Turn raw results into the verdicts of issue 13 (issue 5 tightened), a markdown table and a PNG chart."""
 
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def render_markdown(results: dict, targets: list[Target]) -> str:
         )
     lines += [
         "",
-        "### Targets (issue 5)",
+        "### Targets (issue 13)",
         "",
         "| payload | target | measured | goal | verdict |",
         "|---|---|---:|---|---|",
