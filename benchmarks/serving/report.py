@@ -1,4 +1,4 @@
-"""Turn raw results into the verdicts of issue 13 (issue 5 tightened), a markdown table and a PNG chart."""
+"""Turn raw results into issue 13's verdicts, a markdown table and a PNG chart."""
 
 from __future__ import annotations
 
