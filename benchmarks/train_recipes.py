@@ -13,9 +13,13 @@ that default's figures from an earlier run of ``benchmarks/train_cv.py`` on the 
 Choosing a recipe by its OOF figure on the same data is itself a mild selection: the winner's
 figure leans optimistic by the noise among the rows.
 
-    nice -n 5 .venv/bin/python benchmarks/train_recipes.py \\
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/train_recipes.py \\
         --baseline-from benchmarks/results/train_cv_oof.json \\
         > benchmarks/results/train_recipes.log 2>&1
+
+One torch thread: on a 2-vCPU machine shared with other work, two OpenMP threads spin and wait
+on each other whenever one is descheduled (epochs ran 5-15x slower, and CPU time is inflated);
+``--rows`` runs some rows only (finished rows still decide the best recipe so far).
 
 Writes ``benchmarks/results/train_recipes.json`` after every row (a killed run keeps the rows it
 finished; running again skips them and resumes an interrupted row's folds). Fold checkpoints and
@@ -55,9 +59,9 @@ ROWS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("r2", "resnet18", "EMA of weights, decay 0.98", {"ema_decay": 0.98}),
     ("m3", "mobilenet_v2", "label smoothing 0.1", {"label_smoothing": 0.1}),
     ("r3", "resnet18", "label smoothing 0.1", {"label_smoothing": 0.1}),
+    ("m5", "mobilenet_v2", "head only for 1 epoch, then all layers", {"freeze_epochs": 1.0}),
     ("m4", "mobilenet_v2", "input 224 px", {"image_size": 224}),
     ("r4", "resnet18", "20 epochs, warm-up 2", {"epochs": 20, "warmup_epochs": 2.0}),
-    ("m5", "mobilenet_v2", "head only for 1 epoch, then all layers", {"freeze_epochs": 1.0}),
     ("m6", "mobilenet_v2", "aerial augmentation (vertical flips, quarter turns)",
      {"augment": "aerial"}),
     ("r5", "resnet18", "lower peak LR 5e-4", {"lr": 5e-4}),
@@ -146,8 +150,8 @@ def main() -> int:
         args.summary.write_text(json.dumps(results, indent=2, default=str))
 
     for row_id, arch, change, knobs in ROWS:
-        if wanted is not None and row_id not in wanted:
-            continue
+        if wanted is not None and row_id not in wanted and row_id not in done:
+            continue  # (finished rows always count: they decide the best recipe so far)
         default = FitConfig(data=args.data, output=args.raw_dir / row_id, arch=arch,
                             weights=WEIGHTS[arch], folds=5, group_column="source_image",
                             group_file=args.data / "tiles_meta.csv", resume=True,

@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 metavar="COMMAND")
 
     f = sub.add_parser("fit", help="train a checkpoint (or cross-validate with --folds)",
-                       description="Train a checkpoint on labelled photos: the epoch with the "
-                                   "best validation ROC AUC is kept.",
+                       description="Train a checkpoint on labelled photos: every epoch of a "
+                                   "fixed schedule, the last one kept (--patience N: early "
+                                   "stopping, the epoch with the best validation ROC AUC kept).",
                        formatter_class=HelpFormatter)
     add_data_flags(f)
     f.add_argument("--output", type=Path, required=True, metavar="PATH",

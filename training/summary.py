@@ -137,8 +137,9 @@ def run_lines(config: FitConfig, *, groups: list[str] | None, train_idx, val_idx
         ("weights", weights),
         ("device", f"{device}, {PRECISIONS.get(precision, precision)}"),
         ("batches", f"{config.batch_size} images{per_rank}, {plural(steps, 'step')} per epoch; "
-                    f"up to {plural(config.epochs, 'epoch')}, stopping after "
-                    f"{config.patience} without a better {selection}"),
+                    + (f"up to {plural(config.epochs, 'epoch')}, stopping after "
+                       f"{config.patience} without a better {selection}" if config.patience else
+                       f"{plural(config.epochs, 'epoch')}, the last one kept (--patience 0)")),
         ("optimiser", f"AdamW, lr {config.lr:g}, weight decay {config.weight_decay:g}, warm-up "
                       f"{plural(config.warmup_epochs, 'epoch')}, then {config.schedule}"),
     ]
@@ -155,7 +156,8 @@ def fit_outputs(config: FitConfig, checkpoint: Path, log: Path | None,
                 state: Path) -> dict[str, str | None]:
     """The files a single-split run writes, as the start-up summary lists them."""
     keep = "kept" if config.keep_train_state else "removed when the run finishes"
-    return {"checkpoint": f"{checkpoint} (the best epoch's weights)",
+    kept = "the best epoch's" if config.patience else "the last epoch's"
+    return {"checkpoint": f"{checkpoint} ({kept} weights)",
             "log": str(log) if log else None,
             "train state": f"{state} (for --resume after a kill; {keep})"}
 

@@ -11,9 +11,11 @@ from training.fit import FitConfig
 
 
 def tiny_config(data: Path, output: Path, **overrides) -> FitConfig:
-    """A couple of seconds of CPU: 32 px, resnet18 from scratch, no worker processes."""
+    """A couple of seconds of CPU: 32 px, resnet18 from scratch, no worker processes; early
+    stopping (patience 3, the best epoch kept), which the selection tests are about."""
     settings = dict(data=data, output=output, weights="none", image_size=32, epochs=2,
-                    batch_size=8, lr=1e-3, warmup_epochs=0.0, val_fraction=0.25, workers=0)
+                    batch_size=8, lr=1e-3, warmup_epochs=0.0, val_fraction=0.25, workers=0,
+                    patience=3)
     settings.update(overrides)
     return FitConfig(**settings)
 

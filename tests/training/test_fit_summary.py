@@ -42,8 +42,8 @@ def test_fit_prints_what_it_will_do_before_the_first_epoch(kaggle_data, tmp_path
         "  model       resnet18, input 32 px",
         "  weights     none: random initialisation; classifier head 'fc': 2 outputs",
         "  device      cpu, fp32",
-        "  batches     8 images, 1 step per epoch; up to 2 epochs, stopping after 3",
-        f"  checkpoint  {out} (the best epoch's weights)",
+        "  batches     8 images, 1 step per epoch; 2 epochs, the last one kept (--patience 0)",
+        f"  checkpoint  {out} (the last epoch's weights)",
         f"  log         {out.with_name('model.log.jsonl')}",
         f"  train state {out.with_name('model.train-state.pt')} (for --resume after a kill; "
         "removed when the run finishes)",
