@@ -50,9 +50,11 @@ REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 # The CLI spelling of tiny_config(..., precision="fp32"): fp32 keeps bf16 rounding out of the
 # DDP-vs-single comparisons.
+# The same recipe as tests.training.conftest.tiny_config (the single-process runs compared with
+# these), early stopping included: both must keep the same epoch.
 FIT_FLAGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--batch-size", "8",
              "--lr", "1e-3", "--warmup-epochs", "0", "--val-fraction", "0.25", "--workers", "0",
-             "--precision", "fp32"]
+             "--precision", "fp32", "--patience", "3"]
 
 
 @pytest.fixture(scope="module")
