@@ -67,6 +67,7 @@ ROWS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("r5", "resnet18", "lower peak LR 5e-4", {"lr": 5e-4}),
     ("r6", "resnet18", "aerial augmentation (vertical flips, quarter turns)",
      {"augment": "aerial"}),
+    ("r7", "resnet18", "input 224 px", {"image_size": 224}),
 ]
 
 KNOBS = ("image_size", "epochs", "lr", "warmup_epochs", "patience", "ema_decay",
