@@ -35,14 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.train_cv import SHARED, machine  # noqa: E402
+from benchmarks.train_recipes import WEIGHTS  # noqa: E402
 from training.config import FitConfig  # noqa: E402
 from training.cv import run_folds, score_held_out  # noqa: E402
 from training.fit import PreparedData, prepare_data  # noqa: E402
 from training.oof import pooled_figures  # noqa: E402
 from training.splits import kfold_splits  # noqa: E402
-
-WEIGHTS = {"mobilenet_v2": str(SHARED / "weights" / "mobilenet_v2_imagenet_features.pth"),
-           "resnet18": "none"}
 
 
 def subset(prepared: PreparedData, idx: np.ndarray) -> PreparedData:
