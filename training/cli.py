@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--weights", default=DEFAULTS.weights,
                    help="imagenet (torchvision download), none (from scratch), or PATH to a "
                         "state dict (.safetensors or torch.save)")
-    f.add_argument("--image-size", type=int, default=DEFAULTS.image_size,
-                   help="model input side in pixels (stored in the checkpoint)")
+    f.add_argument("--image-size", type=int, default=None,
+                   help="model input side in pixels, stored in the checkpoint (default: "
+                        "224 with pretrained weights, 160 with --weights none)")
     f.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="at most this many")
     f.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                    help="images per step (under torchrun: the global batch)")

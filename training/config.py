@@ -19,7 +19,7 @@ class FitConfig:
     output: Path
     arch: str = "resnet18"
     weights: str = "imagenet"  # "imagenet", "none" or a path to a state dict
-    image_size: int = 160
+    image_size: int | None = None  # None: the default for the weights (see default_image_size)
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
@@ -54,10 +54,26 @@ class FitConfig:
     dist_timeout: float = 1800.0  # DDP: seconds a rank waits for the others before failing
     keep_train_state: bool = False  # keep <checkpoint>.train-state.pt after a finished run
 
+    def __post_init__(self) -> None:
+        if self.image_size is None:
+            self.image_size = default_image_size(self.weights)
+
     def as_metadata(self) -> dict[str, Any]:
         skip = {"resume", "output", "cache_dir", "keep_train_state"}
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()
                 if k not in skip}
+
+
+# Input side by weights, chosen by pooled out-of-fold ROC AUC on hogweed-dev (docs/benchmarks.md,
+# "Training recipe"): pretrained mobilenet_v2 gained at 224 px (row m4: 0.970 vs 0.961 at 160),
+# resnet18 from scratch did not (row r7: 0.908 vs 0.910) and costs twice the CPU time there.
+PRETRAINED_IMAGE_SIZE = 224
+SCRATCH_IMAGE_SIZE = 160
+
+
+def default_image_size(weights: str) -> int:
+    """224 px with pretrained weights (ImageNet or a file), 160 px from scratch (``none``)."""
+    return SCRATCH_IMAGE_SIZE if str(weights) == "none" else PRETRAINED_IMAGE_SIZE
 
 
 def sibling(checkpoint: Path, suffix: str) -> Path:

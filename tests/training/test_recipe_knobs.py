@@ -199,3 +199,21 @@ def test_resume_with_ema_refuses_a_state_without_an_average(kaggle_data, tmp_pat
     fit(tiny_config(kaggle_data, out, epochs=1, keep_train_state=True))
     with pytest.raises(TrainingError, match="without --ema-decay"):
         fit(tiny_config(kaggle_data, out, epochs=1, ema_decay=0.9, resume=True))
+
+
+def test_default_input_size_follows_the_weights():
+    """224 px with pretrained weights, 160 px from scratch (docs/benchmarks.md rows m4, r7);
+    an explicit --image-size always wins."""
+    parser = build_parser()
+    fields = set(FitConfig.__dataclass_fields__)
+
+    def config(*flags: str) -> FitConfig:
+        args = parser.parse_args(["fit", "--data", "d", "--output", "o", *flags])
+        return FitConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+    assert config().image_size == 224  # --weights imagenet is the default
+    assert config("--weights", "backbone.pth").image_size == 224
+    assert config("--weights", "none").image_size == 160
+    assert config("--weights", "none", "--image-size", "96").image_size == 96
+    assert config("--image-size", "128").image_size == 128
+    assert config().as_metadata()["image_size"] == 224  # the checkpoint records the resolved size
