@@ -31,6 +31,7 @@ from app.decoding import DecodeLanes, tiny_jpeg
 from app.metrics import ServiceMetrics
 from app.pipeline import PredictionPipeline
 from model.checkpoint import CheckpointError
+from model.engines.base import warms_every_shape
 from model.inference import Classifier, resolve_device
 from model.inspection import inspect_image
 
@@ -224,7 +225,8 @@ class ServiceRuntime:
         # model runs. The workers share the torch threads between them.
         _set_torch_threads(self.threads_per_worker)
         assert self.classifier is not None and self.pipeline is not None
-        sizes = warmup_batch_sizes(self.settings.max_batch_size)
+        sizes = (warmup_batch_sizes(self.settings.max_batch_size)
+                 if warms_every_shape(self.classifier.engine) else (1,))
         # A lone batch may borrow every thread only with several workers (app.batcher). Its
         # all-threads engine is one (OpenVINO: one stream), so one worker warms it at every
         # size; the others only make their own request for it (batch 1).

@@ -31,10 +31,19 @@ class Engine(Protocol):
 
     name: str  # eager, compile, openvino, onnxruntime
     precision: str  # the precision it computes in: fp32, bf16 or fp16
+    # Whether a batch size's first run pays for specialising to it (eager on CUDA picks
+    # kernels per shape, ``compile`` traces per shape): then warm-up runs every batch size
+    # traffic produces. False: one small batch warms it (see :func:`warms_every_shape`).
+    shape_specialised: bool
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, S, S) on the classifier's device -> logits (N, classes), any float."""
         ...
+
+
+def warms_every_shape(engine: Engine) -> bool:
+    """Whether warm-up must run every batch size on ``engine`` (True unless it says not)."""
+    return getattr(engine, "shape_specialised", True)
 
 
 _WIDTH = threading.local()

@@ -18,6 +18,7 @@ from model.engines.eager import EagerEngine
 
 class CompiledEngine:
     name = "compile"
+    shape_specialised = True  # warm-up runs every batch size (see model.engines.base)
 
     def __init__(self, eager: EagerEngine) -> None:
         self.precision = eager.precision

@@ -12,6 +12,7 @@ class EagerEngine:
     """``module`` in eval mode on its device, in the inference dtype, channels_last."""
 
     name = "eager"
+    shape_specialised = True  # warm-up runs every batch size (see model.engines.base)
 
     def __init__(
         self, model: torch.nn.Module, spec: PreprocessSpec, device: torch.device, precision: str

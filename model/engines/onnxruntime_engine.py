@@ -26,6 +26,7 @@ MAX_BATCH = 1024
 class OnnxRuntimeEngine:
     name = "onnxruntime"
     precision = "fp32"
+    shape_specialised = True  # warm-up runs every batch size (see model.engines.base)
 
     def __init__(self, session) -> None:
         self.session = session

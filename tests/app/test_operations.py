@@ -79,6 +79,29 @@ def test_warm_up_runs_every_batch_size_before_readiness(make_settings, monkeypat
     assert warmup_batch_sizes(16) == (1, 2, 4, 8, 16)
 
 
+def test_an_engine_that_takes_any_batch_size_warms_up_at_batch_1(make_settings, monkeypatch):
+    """OpenVINO's CPU kernels are not specialised per batch size (model.engines.openvino_engine):
+    warming every size cost over a second of start-up and bought nothing."""
+    from app.pipeline import PredictionPipeline
+    from model.engines.eager import EagerEngine
+
+    seen = []
+    original = PredictionPipeline.warm_up
+
+    def recording_warm_up(self, batch_sizes, alone_sizes=()):
+        seen.append((tuple(batch_sizes), tuple(alone_sizes)))
+        original(self, batch_sizes, alone_sizes)
+
+    monkeypatch.setattr(PredictionPipeline, "warm_up", recording_warm_up)
+    monkeypatch.setattr(EagerEngine, "shape_specialised", False)
+    app = create_app(make_settings(max_batch_size=12, inference_workers=2))
+    with TestClient(app) as started:
+        assert started.get("/health/ready").status_code == 200
+        assert started.post("/v1/predict/batch", files=[
+            ("files", (f"{i}.jpg", jpeg_bytes(), "image/jpeg")) for i in range(5)]).is_success
+    assert sorted(seen) == [((1,), (1,)), ((1,), (1,))]
+
+
 def test_model_info(client, reference_classifier, service_checkpoint):
     body = client.get("/v1/model").json()
     meta = reference_classifier.metadata

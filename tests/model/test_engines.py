@@ -18,7 +18,7 @@ import torch
 
 import model.engines as engines
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.engines.base import BuiltEngine
+from model.engines.base import BuiltEngine, warms_every_shape
 from model.engines.cache import EngineCache, default_cache_dir, load_or_convert
 from model.inference import Classifier, cpu_supports_bf16
 from model.preprocessing import normalize_batch, prepare_input
@@ -90,6 +90,8 @@ def test_engine_matches_eager_fp32(demo_checkpoint, photos, reference, tmp_path,
     expected_precision = "fp32" if precision == "fp32" or not cpu_supports_bf16() else precision
     if engine == "openvino":
         assert info.precision == expected_precision
+    # the service warms every batch size only where a shape's first run specialises
+    assert warms_every_shape(clf.engine) is (engine != "openvino")
     assert info.conversion_seconds is not None and info.conversion_seconds > 0
     tolerance = TOLERANCE[info.precision]
     single = np.concatenate([clf.predict_probabilities(photos[i : i + 1]) for i in range(5)])
