@@ -75,8 +75,41 @@ def tree_rss_bytes(root: psutil.Process) -> int:
     return total
 
 
+class TreeCpu:
+    """CPU seconds of a process tree, counting descendants that exited between samples.
+
+    ``tree_cpu_seconds`` sees live processes only: the service replaces a decode process every
+    few hundred images (``app.decoding``), and a process that exits takes its CPU with it, which
+    made our server's decode work look like someone else's ("background") CPU. Sampled every
+    ``ResourceMonitor`` tick, each process (pid and start time) keeps its last-seen total, so an
+    exited one loses at most its last interval.
+    """
+
+    def __init__(self, root: psutil.Process) -> None:
+        self.root = root
+        self._last: dict[tuple[int, float], float] = {}
+        self._lock = threading.Lock()
+        self.sample()
+        self.start = self.total
+
+    def sample(self) -> None:
+        for proc in _process_tree(self.root):
+            try:
+                key = (proc.pid, proc.create_time())
+                t = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            with self._lock:
+                self._last[key] = max(self._last.get(key, 0.0), t.user + t.system)
+
+    @property
+    def total(self) -> float:
+        with self._lock:
+            return sum(self._last.values())
+
+
 class ResourceMonitor:
-    """Samples the server tree's RSS in a thread; CPU is a cpu_times delta over the window."""
+    """Samples the server tree's RSS and CPU in a thread (CPU: :class:`TreeCpu`)."""
 
     def __init__(self, pid: int, interval_s: float = 0.1) -> None:
         self.root = psutil.Process(pid)
@@ -88,17 +121,19 @@ class ResourceMonitor:
     def _sample(self) -> None:
         while not self._stop.is_set():
             self.peak_rss = max(self.peak_rss, tree_rss_bytes(self.root))
+            self._cpu.sample()
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> ResourceMonitor:
-        self._cpu0 = tree_cpu_seconds(self.root)
+        self._cpu = TreeCpu(self.root)
         self._machine0 = machine_busy_seconds()
         self._t0 = time.monotonic()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.cpu_s = tree_cpu_seconds(self.root) - self._cpu0
+        self._cpu.sample()
+        self.cpu_s = self._cpu.total - self._cpu.start
         self.machine_busy_s = machine_busy_seconds() - self._machine0
         self.wall_s = time.monotonic() - self._t0
         self._stop.set()

@@ -41,3 +41,22 @@ def test_server_that_dies_reports_its_log(tmp_path):
     spec = ServerSpec("broken", argv, port=free_port())
     with pytest.raises(RuntimeError, match="exited with code 2.*\n.*no checkpoint here"):
         RunningServer(spec, tmp_path / "broken.log", ready_timeout_s=30).start()
+
+
+def test_cpu_of_children_that_exit_inside_the_window_is_counted():
+    """The service recycles decode processes: their CPU is the server's, not background."""
+    import subprocess
+
+    burn = "import time; t = time.process_time()\nwhile time.process_time() - t < 0.4: pass"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "time.sleep(0.3)\n"
+        f"for _ in range(2): subprocess.run([sys.executable, '-c', {burn!r}])\n"
+        "time.sleep(0.5)\n")])
+    try:
+        with ResourceMonitor(parent.pid, interval_s=0.02) as monitor:
+            parent.wait(timeout=30)
+        # two children burned 0.4 s each and were gone before the window closed
+        assert monitor.cpu_s >= 0.7
+    finally:
+        parent.kill()
