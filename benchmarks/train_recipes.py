@@ -61,13 +61,14 @@ ROWS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("r3", "resnet18", "label smoothing 0.1", {"label_smoothing": 0.1}),
     ("m5", "mobilenet_v2", "head only for 1 epoch, then all layers", {"freeze_epochs": 1.0}),
     ("m4", "mobilenet_v2", "input 224 px", {"image_size": 224}),
-    ("r4", "resnet18", "20 epochs, warm-up 2", {"epochs": 20, "warmup_epochs": 2.0}),
+    ("r7", "resnet18", "input 224 px", {"image_size": 224}),
     ("m6", "mobilenet_v2", "aerial augmentation (vertical flips, quarter turns)",
      {"augment": "aerial"}),
-    ("r5", "resnet18", "lower peak LR 5e-4", {"lr": 5e-4}),
     ("r6", "resnet18", "aerial augmentation (vertical flips, quarter turns)",
      {"augment": "aerial"}),
-    ("r7", "resnet18", "input 224 px", {"image_size": 224}),
+    ("r4", "resnet18", "20 epochs, warm-up 2", {"epochs": 20, "warmup_epochs": 2.0}),
+    ("m7", "mobilenet_v2", "15 epochs", {"epochs": 15}),
+    ("r5", "resnet18", "lower peak LR 5e-4", {"lr": 5e-4}),
 ]
 
 KNOBS = ("image_size", "epochs", "lr", "warmup_epochs", "patience", "ema_decay",
