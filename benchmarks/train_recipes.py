@@ -67,8 +67,14 @@ ROWS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("r6", "resnet18", "aerial augmentation (vertical flips, quarter turns)",
      {"augment": "aerial"}),
     ("r4", "resnet18", "20 epochs, warm-up 2", {"epochs": 20, "warmup_epochs": 2.0}),
-    ("m7", "mobilenet_v2", "15 epochs", {"epochs": 15}),
+    ("m7", "mobilenet_v2", "15 epochs, field augmentation (the default's)",
+     {"epochs": 15, "augment": "field"}),
     ("r5", "resnet18", "lower peak LR 5e-4", {"lr": 5e-4}),
+    # m2/r2 again after the EMA fix (BatchNorm statistics averaged too, not copied)
+    ("r8", "resnet18", "EMA of weights and BatchNorm statistics, decay 0.98",
+     {"ema_decay": 0.98}),
+    ("m8", "mobilenet_v2", "EMA of weights and BatchNorm statistics, decay 0.98, field "
+     "augmentation", {"ema_decay": 0.98, "augment": "field"}),
 ]
 
 KNOBS = ("image_size", "epochs", "lr", "warmup_epochs", "patience", "ema_decay",

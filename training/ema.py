@@ -1,8 +1,11 @@
 """An exponential moving average (EMA) of a model's weights, for ``fit --ema-decay``.
 
 After every optimiser step each floating-point parameter of the copy moves towards the live
-model's: ``ema = d * ema + (1 - d) * live``. Buffers (BatchNorm running statistics and counters)
-are copied, not averaged: they already are running averages of the live network's activations.
+model's: ``ema = d * ema + (1 - d) * live``, and so do the floating-point buffers (BatchNorm
+running statistics), as timm's ``ModelEmaV2`` and ``AveragedModel(use_buffers=True)`` do; integer
+buffers (batch counters) are copied. Copying the running statistics instead paired the averaged
+weights with statistics of the live weights, which from scratch (weights moving fast) broke
+validation: rows m2/r2 of docs/benchmarks.md, measured that way, against m8/r8.
 Early in a run ``d`` is capped at ``1 - 1 / (updates + 1)``, so the copy starts as a plain mean
 of the weights seen so far instead of remembering the random initialisation for ``1 / (1 - d)``
 steps. Validation scores the copy and the checkpoint saves it; the training state keeps it, so a
@@ -36,7 +39,10 @@ class WeightEma:
         for mine, theirs in zip(self.module.parameters(), self.source.parameters(), strict=True):
             mine.lerp_(theirs.detach(), 1.0 - d)
         for mine, theirs in zip(self.module.buffers(), self.source.buffers(), strict=True):
-            mine.copy_(theirs)
+            if mine.is_floating_point():
+                mine.lerp_(theirs.detach(), 1.0 - d)
+            else:
+                mine.copy_(theirs)
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates, "decay": self.decay,

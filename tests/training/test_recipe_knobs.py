@@ -34,7 +34,7 @@ def small_net() -> nn.Module:
                          nn.Flatten(), nn.Linear(4, 2))
 
 
-def test_ema_starts_as_a_copy_then_follows_with_its_decay_and_copies_buffers():
+def test_ema_starts_as_a_copy_then_follows_with_its_decay_and_averages_float_buffers():
     model = small_net()
     ema = WeightEma(model, decay=0.9)
     with torch.no_grad():
@@ -48,11 +48,15 @@ def test_ema_starts_as_a_copy_then_follows_with_its_decay_and_copies_buffers():
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
+        mean_before = ema.module[1].running_mean.clone()
         model[1].running_mean.fill_(3.0)
+        model[1].num_batches_tracked.fill_(7)
     ema.update()
     for old, mine in zip(before, ema.module.parameters(), strict=True):
         assert torch.allclose(mine, old + 0.1)
-    assert torch.equal(ema.module[1].running_mean, torch.full((4,), 3.0))  # copied, not averaged
+    # running statistics averaged like the weights (they must describe the averaged network)
+    assert torch.allclose(ema.module[1].running_mean, 0.9 * mean_before + 0.1 * 3.0)
+    assert int(ema.module[1].num_batches_tracked) == 7  # an integer counter is copied
     assert not any(p.requires_grad for p in ema.module.parameters())
     with pytest.raises(ValueError):
         WeightEma(model, decay=1.0)
