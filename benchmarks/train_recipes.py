@@ -160,10 +160,12 @@ def main() -> int:
     for row_id, arch, change, knobs in ROWS:
         if wanted is not None and row_id not in wanted and row_id not in done:
             continue  # (finished rows always count: they decide the best recipe so far)
+        # The defaults when the search began (rows m0/r0), spelled out: FitConfig's defaults
+        # have since moved to what the search found, and every row must keep its recipe.
         default = FitConfig(data=args.data, output=args.raw_dir / row_id, arch=arch,
-                            weights=WEIGHTS[arch], folds=5, group_column="source_image",
-                            group_file=args.data / "tiles_meta.csv", resume=True,
-                            **({"epochs": args.epochs} if args.epochs else {}))
+                            weights=WEIGHTS[arch], image_size=160, epochs=args.epochs or 10,
+                            warmup_epochs=1.0, folds=5, group_column="source_image",
+                            group_file=args.data / "tiles_meta.csv", resume=True)
         base, base_oof, base_id = best.get(arch, (default, -1.0, None))
         config = replace(base, output=args.raw_dir / row_id, **knobs)
         if row_id in done:

@@ -64,14 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--image-size", type=int, default=None,
                    help="model input side in pixels, stored in the checkpoint (default: "
                         "224 with pretrained weights, 160 with --weights none)")
-    f.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="at most this many")
+    f.add_argument("--epochs", type=int, default=None,
+                   help="at most this many (default: 10 with pretrained weights, 20 with "
+                        "--weights none)")
     f.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                    help="images per step (under torchrun: the global batch)")
     f.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak AdamW learning rate")
     f.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
                    help="AdamW decoupled weight decay (not on biases and norm layers)")
-    f.add_argument("--warmup-epochs", type=float, default=DEFAULTS.warmup_epochs,
-                   help="linear learning-rate warm-up")
+    f.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear learning-rate warm-up (default: 1 pretrained, 2 from scratch)")
     f.add_argument("--schedule", choices=["cosine", "onecycle"], default=DEFAULTS.schedule,
                    help="decay after warm-up")
     f.add_argument("--patience", type=int, default=DEFAULTS.patience,

@@ -205,9 +205,9 @@ def test_resume_with_ema_refuses_a_state_without_an_average(kaggle_data, tmp_pat
         fit(tiny_config(kaggle_data, out, epochs=1, ema_decay=0.9, resume=True))
 
 
-def test_default_input_size_follows_the_weights():
-    """224 px with pretrained weights, 160 px from scratch (docs/benchmarks.md rows m4, r7);
-    an explicit --image-size always wins."""
+def test_default_input_size_and_schedule_follow_the_weights():
+    """Pretrained: 224 px, 10 epochs, 1 of warm-up (row m4); from scratch: 160 px, 20 epochs, 2 of
+    warm-up (row r4) (docs/benchmarks.md); an explicit flag always wins."""
     parser = build_parser()
     fields = set(FitConfig.__dataclass_fields__)
 
@@ -215,9 +215,14 @@ def test_default_input_size_follows_the_weights():
         args = parser.parse_args(["fit", "--data", "d", "--output", "o", *flags])
         return FitConfig(**{k: v for k, v in vars(args).items() if k in fields})
 
-    assert config().image_size == 224  # --weights imagenet is the default
-    assert config("--weights", "backbone.pth").image_size == 224
-    assert config("--weights", "none").image_size == 160
-    assert config("--weights", "none", "--image-size", "96").image_size == 96
-    assert config("--image-size", "128").image_size == 128
-    assert config().as_metadata()["image_size"] == 224  # the checkpoint records the resolved size
+    def recipe(c: FitConfig) -> tuple:
+        return c.image_size, c.epochs, c.warmup_epochs
+
+    assert recipe(config()) == (224, 10, 1.0)  # --weights imagenet is the default
+    assert recipe(config("--weights", "backbone.pth")) == (224, 10, 1.0)
+    assert recipe(config("--weights", "none")) == (160, 20, 2.0)
+    assert recipe(config("--weights", "none", "--image-size", "96", "--epochs", "3",
+                         "--warmup-epochs", "0")) == (96, 3, 0.0)
+    assert recipe(config("--image-size", "128")) == (128, 10, 1.0)
+    meta = config("--weights", "none").as_metadata()  # the checkpoint records what ran
+    assert (meta["image_size"], meta["epochs"], meta["warmup_epochs"]) == (160, 20, 2.0)
