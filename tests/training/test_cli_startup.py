@@ -169,7 +169,10 @@ def test_every_flag_has_help_and_one_default_at_most(command, monkeypatch):
 def test_defaults_are_shown_where_they_say_something(monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     fit_help = " ".join(_subparsers(build_parser())["fit"].format_help().split())
-    for shown in ("--epochs EPOCHS at most this many (default: 10)",
+    for shown in ("--epochs EPOCHS at most this many (default: 10 with pretrained weights, 20 with "
+                  "--weights none)",
+                  "--image-size IMAGE_SIZE model input side in pixels, stored in the checkpoint "
+                  "(default: 224 with pretrained weights, 160 with --weights none)",
                   "--seed SEED split, init and shuffling (default: 0)",  # 0 is not "unset"
                   "--group-file CSV CSV with 'name' and the group column (default: the labels"):
         assert shown in fit_help
