@@ -47,6 +47,10 @@ HEAVY_BACKLOG_PER_PROCESS = 4  # heavy images take ~0.5-5 s each: a longer line 
 # light-lane one after many, which bounds slow growth.
 HEAVY_TASKS_PER_PROCESS = 1
 LIGHT_TASKS_PER_PROCESS = 500
+# The first decode of each process at start-up also waits for the forkserver to start and import
+# the decoders (a second or more on a busy 2-core box): not an image's cost, so it is not held to
+# INVASIVE_DECODE_TIMEOUT_S (a tight timeout failed start-up there).
+STARTUP_DECODE_TIMEOUT_S = 60.0
 
 
 class DecodeLanes:
@@ -98,9 +102,12 @@ class DecodeLanes:
             context=context,
         )
         tiny = tiny_jpeg()
+        timeout = max(self.timeout_s, STARTUP_DECODE_TIMEOUT_S)
         await asyncio.gather(
-            *(self.decode(tiny, heavy=False) for _ in range(self.light_processes)),
-            *(self.decode(tiny, heavy=True) for _ in range(self.heavy_processes)),
+            *(self.decode(tiny, heavy=False, timeout_s=timeout)
+              for _ in range(self.light_processes)),
+            *(self.decode(tiny, heavy=True, timeout_s=timeout)
+              for _ in range(self.heavy_processes)),
         )
 
     def stop(self) -> None:
@@ -109,12 +116,16 @@ class DecodeLanes:
                 pool.stop()
                 pool.join(timeout=10)
 
-    async def decode(self, data: bytes, heavy: bool) -> np.ndarray:
+    async def decode(
+        self, data: bytes, heavy: bool, timeout_s: float | None = None
+    ) -> np.ndarray:
         """The model-size (S, S, 3) uint8 pixels of ``data``.
 
         Raises :class:`ImageDecodeError` for a bad image, :class:`ApiError` 422
-        ``decode_timeout`` when decoding ran out of time. Cancelling the call kills the decode.
+        ``decode_timeout`` when decoding ran out of time (``timeout_s``, default the lanes'
+        ``timeout_s``). Cancelling the call kills the decode.
         """
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
         pool = self._heavy if heavy else self._light
         assert pool is not None, "DecodeLanes.start() was not awaited"
         lane = "heavy" if heavy else "light"
@@ -124,7 +135,7 @@ class DecodeLanes:
             )
         self.backlog[heavy] += 1
         future = pool.schedule(
-            decode_upload, args=(data, self.spec, self.max_pixels), timeout=self.timeout_s
+            decode_upload, args=(data, self.spec, self.max_pixels), timeout=timeout_s
         )
         try:
             return await asyncio.wrap_future(future)
@@ -133,7 +144,7 @@ class DecodeLanes:
             raise ApiError(
                 422,
                 "decode_timeout",
-                f"the image took longer than {self.timeout_s:g} s to decode "
+                f"the image took longer than {timeout_s:g} s to decode "
                 "(INVASIVE_DECODE_TIMEOUT_S); its structure is too costly to decode",
             ) from None
         except ProcessExpired as exc:  # the decoder crashed or was killed (e.g. out of memory)

@@ -121,7 +121,7 @@ def test_slow_decode_fails_alone_and_its_process_is_replaced(reference_classifie
         return slow_result[0], ordinary[0], again, pipeline.lanes.timeouts
 
     # 0.25 s: the 25 MP PNG takes 0.5-0.8 s to decode, while an ordinary photo must fit too on a
-    # busy machine (at 0.05 s one timed out beside two training processes)
+    # busy machine (at 0.05 s, beside two training processes, the lanes' start-up timed out)
     slow_result, ordinary, again, timeouts = run_pipeline(
         reference_classifier, scenario, decode_timeout_s=0.25
     )
@@ -130,6 +130,23 @@ def test_slow_decode_fails_alone_and_its_process_is_replaced(reference_classifie
     assert isinstance(ordinary, ImageResult)
     assert [type(r) for r in again] == [ApiError, ImageResult], "the heavy lane came back"
     assert timeouts == 2
+
+
+def test_start_up_is_not_held_to_a_tight_decode_timeout():
+    """Each decode process's first image also waits for the forkserver and its imports: that is
+    not an image's cost, so INVASIVE_DECODE_TIMEOUT_S does not apply to the start-up decodes."""
+    from model.preprocessing import PreprocessSpec
+
+    async def main():
+        lanes = DecodeLanes(PreprocessSpec(input_size=32), max_pixels=50_000_000,
+                            light_processes=1, heavy_processes=1, timeout_s=0.001)
+        try:
+            await lanes.start()
+            return lanes.timeouts
+        finally:
+            lanes.stop()
+
+    assert asyncio.run(main()) == 0
 
 
 def test_image_over_the_whole_budget_is_413_and_budget_busy_is_503(reference_classifier):
