@@ -111,7 +111,7 @@ def test_concurrent_requests_are_batched_and_get_their_own_rows(reference_classi
 
 
 def test_slow_decode_fails_alone_and_its_process_is_replaced(reference_classifier):
-    slow = big_png()
+    slow = big_png(7000)  # 49 MP, under run_pipeline's 50 MP limit: several times the timeout
 
     async def scenario(pipeline, budget):
         slow_result, ordinary = await asyncio.gather(
@@ -120,10 +120,10 @@ def test_slow_decode_fails_alone_and_its_process_is_replaced(reference_classifie
         again = await predict(pipeline, budget, [slow, jpeg_bytes(seed=4)])
         return slow_result[0], ordinary[0], again, pipeline.lanes.timeouts
 
-    # 0.25 s: the 25 MP PNG takes 0.5-0.8 s to decode, while an ordinary photo must fit too on a
-    # busy machine (at 0.05 s, beside two training processes, the lanes' start-up timed out)
+    # 0.1 s: the 49 MP PNG takes about half a second to decode on a quiet 2-vCPU box (more on a
+    # busy one), a small photo a few milliseconds (a 25 MP PNG and 0.25 s: the PNG got through)
     slow_result, ordinary, again, timeouts = run_pipeline(
-        reference_classifier, scenario, decode_timeout_s=0.25
+        reference_classifier, scenario, decode_timeout_s=0.1, budget_mb=512
     )
     assert isinstance(slow_result, ApiError) and slow_result.code == "decode_timeout"
     assert slow_result.status == 422
