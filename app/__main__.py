@@ -76,9 +76,21 @@ def main(argv: list[str] | None = None) -> int:
             for e in exc.errors()
         )
         return _fail(f"invalid settings: {errors}")
-    problem = _port_in_use(settings.host, settings.port) or preflight(settings)
+    from app.processes import is_child, reuse_port_socket, supervise
+
+    child = is_child()
+    if settings.processes > 1 and settings.port == 0 and not child:
+        return _fail("INVASIVE_PROCESSES > 1 needs a fixed INVASIVE_PORT (the processes share it)")
+    # A server process's siblings hold the port already: the parent checked it was free.
+    problem = (None if child else _port_in_use(settings.host, settings.port)) or preflight(
+        settings
+    )
     if problem:
         return _fail(problem)
+    if settings.processes > 1 and not child:
+        logging.basicConfig(level=settings.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return supervise(settings)
 
     import uvicorn
 
@@ -94,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        workers=1,  # one process: one model copy, one inference thread; scale with replicas
+        workers=1,  # INVASIVE_PROCESSES > 1 runs several of these (app.processes)
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
         # h11 bounds the request line + headers (httptools has no such limit): 400 above it.
@@ -102,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     server = DrainingServer(config, drain_seconds=settings.drain_seconds)
-    server.run()
+    server.run(sockets=[reuse_port_socket(settings.host, settings.port)] if child else None)
     runtime = app.state.runtime
     return runtime.exit_code
 

@@ -36,11 +36,12 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32"
     )
-    engine: Literal["auto", "eager", "compile", "openvino", "onnxruntime"] = Field(
+    engine: Literal["auto", "eager", "compile", "cudagraphs", "openvino", "onnxruntime"] = Field(
         "auto",
         description="what runs the model: auto (CPU: openvino when installed, else eager; "
         "CUDA: eager), eager (PyTorch), compile (torch.compile; minutes at first start, needs a "
-        "C++ compiler on CPU), openvino (CPU), onnxruntime; converted once, checked against "
+        "C++ compiler on CPU), cudagraphs (CUDA: kernels replayed per batch size), openvino (CPU), "
+        "onnxruntime; converted once, checked against "
         "eager fp32, and on any failure eager runs instead (one log line says why)",
     )
     engine_cache_dir: Path | None = Field(
@@ -80,6 +81,15 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="comma-separated origins allowed by CORS ('*' for any); empty: CORS off",
+    )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="server processes sharing the port (SO_REUSEPORT), each a whole service with "
+        "its own model copy and its share of the torch threads, decode processes and memory "
+        "budget; more than 1 where one process's event loop is the limit (a GPU host at "
+        "thousands of uploads/s)",
     )
     torch_threads: int = Field(
         0, ge=0, description="torch threads in all, shared by the inference workers; 0: one per CPU"

@@ -31,7 +31,7 @@ from app.decoding import DecodeLanes, tiny_jpeg
 from app.metrics import ServiceMetrics
 from app.pipeline import PredictionPipeline
 from model.checkpoint import CheckpointError
-from model.engines.base import warms_every_shape
+from model.engines.base import records_every_size, warms_every_shape
 from model.inference import Classifier, resolve_device
 from model.inspection import inspect_image
 
@@ -47,8 +47,14 @@ SUPERVISE_EVERY_S = 0.5
 EXIT_WORKER_LOST = 70  # EX_SOFTWARE: an inference worker died and could not be restarted
 
 
-def warmup_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
-    """1, 2, 4, ... up to and including ``max_batch_size``: the shapes traffic will produce."""
+def warmup_batch_sizes(max_batch_size: int, every_size: bool = False) -> tuple[int, ...]:
+    """1, 2, 4, ... up to and including ``max_batch_size``: the shapes traffic will produce.
+
+    ``every_size``: all of 1 ... ``max_batch_size``, for an engine that records each batch size
+    it meets (CUDA graphs), so no request pays a recording.
+    """
+    if every_size:
+        return tuple(range(1, max_batch_size + 1))
     sizes = []
     n = 1
     while n < max_batch_size:
@@ -225,8 +231,9 @@ class ServiceRuntime:
         # model runs. The workers share the torch threads between them.
         _set_torch_threads(self.threads_per_worker)
         assert self.classifier is not None and self.pipeline is not None
-        sizes = (warmup_batch_sizes(self.settings.max_batch_size)
-                 if warms_every_shape(self.classifier.engine) else (1,))
+        engine = self.classifier.engine
+        sizes = (warmup_batch_sizes(self.settings.max_batch_size, records_every_size(engine))
+                 if warms_every_shape(engine) else (1,))
         # A lone batch may borrow every thread only with several workers (app.batcher). Its
         # all-threads engine is one (OpenVINO: one stream), so one worker warms it at every
         # size; the others only make their own request for it (batch 1).

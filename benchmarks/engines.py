@@ -91,7 +91,7 @@ def _throughput(classifier, batch, seconds: float, loops: int, threads: int) -> 
     return sum(counts) / (time.perf_counter() - started)
 
 
-def _latencies(classifier: Classifier, image: torch.Tensor, iterations: int) -> list[float]:
+def latencies(classifier: Classifier, image: torch.Tensor, iterations: int) -> list[float]:
     out = []
     for _ in range(iterations):
         t0 = time.perf_counter()
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> dict:
                 "images_per_s": _throughput(one, batch, args.seconds, 1, threads),
                 "images_per_s_2_loops": _throughput(two, batch, args.seconds, 2, threads),
                 "batch1": latency_summary_ms(_in_thread(
-                    lambda c=one: _latencies(c, batch[:1], args.latency_iterations), threads)),
+                    lambda c=one: latencies(c, batch[:1], args.latency_iterations), threads)),
             }
             result["engines"][engine]["rounds"].append(measured)
     for row in result["engines"].values():

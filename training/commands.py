@@ -22,7 +22,7 @@ from training.preflight import check_checkpoint, check_data_dir, check_file
 
 # = model.engines.ENGINES, written out because that module imports torch (seconds on every
 # --help); tests/training/test_cli_startup.py keeps the two equal.
-ENGINES = ("auto", "eager", "compile", "openvino", "onnxruntime")
+ENGINES = ("auto", "eager", "compile", "cudagraphs", "openvino", "onnxruntime")
 
 
 def add_offline_commands(sub) -> None:

@@ -43,6 +43,9 @@ class RunConfig:
     # name -> extra INVASIVE_* settings: our service again, measured right after "ours"
     variants: dict[str, dict[str, str]] = field(default_factory=dict)
     litserve_workers: int = 0  # 0: one per core, as LitServe's docs advise for CPU
+    # wrk's threads: one leaves the most CPU to the server on a small box; thousands of uploads
+    # a second (GPU hosts) need more than one thread can write
+    wrk_threads: int = 1
     max_cell_s: float = 45.0  # slow servers get longer cells, up to this (see cell_duration)
     request_timeout_s: float = 60.0
     ready_timeout_s: float = 300.0

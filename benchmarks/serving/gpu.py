@@ -1,8 +1,11 @@
 """The serving benchmark on a CUDA machine, in one short run (under 8 minutes).
 
-Same servers, payloads and measurements as the CPU run, sized for a GPU host: resnet50,
-bf16 (fp16 where bf16 is missing: precision ``auto``), batches up to 64, concurrency up to 128
-so batches can fill, upload decoding spread over every host core. ``--dry-run`` runs the same
+Same payloads and measurements as the CPU run, sized for a GPU host: resnet50, bf16 (fp16
+where bf16 is missing: precision ``auto``), batches up to 64, concurrency 1, 32 and 256, upload
+decoding spread over every host core, wrk on 4 threads. Our service runs the ``cudagraphs``
+engine, measured against itself on ``eager`` (variant ``ours-eager``), as 4 server processes on
+one port (``ours-4proc``, ``INVASIVE_PROCESSES=4``) and against LitServe; the naive server is
+left to the CPU table. ``--dry-run`` runs the same
 code path with tiny cells on whatever device is there (the CPU here), to prove the script works.
 
 Run (normally through ``benchmarks/serving/gpu.sh``, which also installs carried wheels):
@@ -23,6 +26,8 @@ from benchmarks.serving.loadgen import LoadGeneratorMissing
 
 GPU_MAX_BATCH = 64
 GPU_LITSERVE_WORKERS = 4  # LitServe's docs: 1-4 workers per GPU; its decoding runs in them
+GPU_PROCESSES = 4  # the multi-process variant: 4 x (event loop + model copy + cores/4 decoders)
+GPU_WRK_THREADS = 4  # thousands of uploads a second; wrk shares the host's cores with the server
 
 
 def default_out(environ: dict[str, str] = os.environ) -> Path:  # noqa: B006 - read-only
@@ -36,21 +41,33 @@ def gpu_config(
     cfg = RunConfig(
         out=out,
         arch="resnet50",
-        concurrency=(1, 32, 128),
-        duration_s=8.0,
-        warmup_s=2.0,
+        concurrency=(1, 32, 256),
+        duration_s=5.0,
+        warmup_s=1.0,
         photo_dir=photo_dir,
+        servers=("ours", "litserve"),  # the naive server's figures are in the CPU table
         ceiling_batch_sizes=(1, 16, 64, 128),
         ceiling_seconds=2.0,
         ceiling_decode_threads=cores,
+        ceiling_eager_batch_sizes=(1, 64),
         max_batch_size=GPU_MAX_BATCH,
-        service_env={"INVASIVE_DECODE_PROCESSES": str(cores), "INVASIVE_QUEUE_LIMIT": "1024"},
+        # ours runs CUDA graphs (so the ceiling does too); variants: eager (the engine A/B) and
+        # four server processes sharing the port and the GPU (one event loop's limit)
+        service_env={"INVASIVE_DECODE_PROCESSES": str(cores), "INVASIVE_QUEUE_LIMIT": "1024",
+                     "INVASIVE_ENGINE": "cudagraphs", "INVASIVE_MEMORY_BUDGET_MB": "4096"},
+        variants={
+            "ours-eager": {"INVASIVE_ENGINE": "eager"},
+            f"ours-{GPU_PROCESSES}proc": {"INVASIVE_PROCESSES": str(GPU_PROCESSES),
+                                          "INVASIVE_DECODE_PROCESSES": "0"},
+        },
         litserve_workers=GPU_LITSERVE_WORKERS,
+        wrk_threads=GPU_WRK_THREADS,
     )
     if dry_run:
         cfg.concurrency, cfg.duration_s, cfg.warmup_s = (1, 8), 2.0, 1.0
         cfg.ceiling_batch_sizes, cfg.ceiling_seconds, cfg.photo_count = (1, 8), 1.0, 4
-        cfg.max_batch_size, cfg.litserve_workers = 8, 1
+        cfg.ceiling_eager_batch_sizes = (1,)
+        cfg.max_batch_size, cfg.litserve_workers, cfg.wrk_threads = 8, 1, 1
     return cfg
 
 

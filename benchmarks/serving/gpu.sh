@@ -14,7 +14,7 @@ if [ -d .bench-wheels ] && ! "$PY" -c "import fastapi, litserve, pydantic_settin
   echo "gpu.sh: installing the serving stack from .bench-wheels (offline)" >&2
   "$PY" -m pip install --quiet --no-index --find-links .bench-wheels \
     fastapi "uvicorn[standard]" pydantic-settings python-multipart pillow-heif \
-    prometheus-client litserve
+    prometheus-client fastapi-offline pebble litserve
 fi
 
 if ! command -v wrk >/dev/null && [ -d .bench-debs ]; then

@@ -17,7 +17,7 @@ done
   --python-version "$PY_VERSION" --platform manylinux2014_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
   fastapi "uvicorn[standard]" pydantic-settings python-multipart pillow-heif \
-  prometheus-client litserve
+  prometheus-client fastapi-offline pebble litserve
 
 mkdir -p .bench-debs
 (cd .bench-debs && apt-get download wrk libluajit-5.1-2)

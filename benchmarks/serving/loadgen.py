@@ -113,9 +113,11 @@ def run_wrk(
     concurrency: int,
     duration_s: float,
     timeout_s: float = 60.0,
+    threads: int = 1,
 ) -> LoadResult:
     """Run wrk once to completion; its CPU comes from this process's reaped-children usage."""
-    cmd = wrk_command(url, body_dir, body_count, content_type, concurrency, duration_s, timeout_s)
+    cmd = wrk_command(url, body_dir, body_count, content_type, concurrency, duration_s, timeout_s,
+                      threads)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     proc = subprocess.run(

@@ -135,11 +135,13 @@ def measure_cell(
         concurrency,
     )
     if cfg.warmup_s > 0:
-        run_wrk(*args, duration_s=cfg.warmup_s, timeout_s=cfg.request_timeout_s)
+        run_wrk(*args, duration_s=cfg.warmup_s, timeout_s=cfg.request_timeout_s,
+                threads=cfg.wrk_threads)
     settle_s = wait_until_idle(pid, idle_cores)
     harness_cpu0 = _own_cpu_seconds()
     with ResourceMonitor(pid) as monitor:
-        load = run_wrk(*args, duration_s=duration_s, timeout_s=cfg.request_timeout_s)
+        load = run_wrk(*args, duration_s=duration_s, timeout_s=cfg.request_timeout_s,
+                       threads=cfg.wrk_threads)
     server_cores = monitor.cpu_cores
     client_cores = load.client_cpu_s / monitor.wall_s
     # this process while it waits on wrk: the psutil sampling thread, mostly

@@ -7,7 +7,8 @@ not installed, conversion or compilation raises, or its probabilities on a fixed
 differ from eager fp32 by more than the tolerance — logs one warning line and the eager engine
 runs instead: a service always starts.
 
-A new engine (TensorRT, CUDA graphs) is a new module with a ``build(EngineSource) ->
+``cudagraphs`` (CUDA only) replays the eager engine's kernels recorded per batch size. A new
+engine (TensorRT) is a new module with a ``build(EngineSource) ->
 BuiltEngine`` function, named in ``_BUILDERS``.
 """
 
@@ -40,13 +41,19 @@ __all__ = [
 
 logger = logging.getLogger("model.engines")
 
-ENGINES = ("auto", "eager", "compile", "openvino", "onnxruntime")
+ENGINES = ("auto", "eager", "compile", "cudagraphs", "openvino", "onnxruntime")
 _BUILDERS = {
     "compile": "model.engines.compiled",
+    "cudagraphs": "model.engines.cudagraphs",
     "openvino": "model.engines.openvino_engine",
     "onnxruntime": "model.engines.onnxruntime_engine",
 }
-_LIBRARIES = {"compile": "torch", "openvino": "openvino", "onnxruntime": "onnxruntime"}
+_LIBRARIES = {
+    "compile": "torch",
+    "cudagraphs": "torch",
+    "openvino": "openvino",
+    "onnxruntime": "onnxruntime",
+}
 
 # Largest difference of any probability from eager fp32 on the start-up check batch that an
 # engine may show. fp32 engines compute the same sums in another order (measured: < 1e-6).
@@ -75,7 +82,7 @@ class EngineInfo:
 
 def available_engines() -> list[str]:
     """Engines whose library is installed (not whether they will convert: that is tried)."""
-    names = ["eager", "compile"]
+    names = ["eager", "compile"] + (["cudagraphs"] if torch.cuda.is_available() else [])
     return names + [n for n in ("openvino", "onnxruntime") if importlib.util.find_spec(n)]
 
 

@@ -46,6 +46,12 @@ def warms_every_shape(engine: Engine) -> bool:
     return getattr(engine, "shape_specialised", True)
 
 
+def records_every_size(engine: Engine) -> bool:
+    """Whether ``engine`` keeps a recording per batch size (CUDA graphs): then warm-up runs every
+    size up to the largest batch, not only the powers of two, so no request pays a recording."""
+    return getattr(engine, "records_every_size", False)
+
+
 _WIDTH = threading.local()
 
 

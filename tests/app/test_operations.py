@@ -77,6 +77,7 @@ def test_warm_up_runs_every_batch_size_before_readiness(make_settings, monkeypat
     assert sorted(seen, key=lambda s: -len(s[1])) == expected
     assert warmup_batch_sizes(1) == (1,)
     assert warmup_batch_sizes(16) == (1, 2, 4, 8, 16)
+    assert warmup_batch_sizes(5, every_size=True) == (1, 2, 3, 4, 5)
 
 
 def test_an_engine_that_takes_any_batch_size_warms_up_at_batch_1(make_settings, monkeypatch):

@@ -231,6 +231,16 @@ def test_converter_exception_falls_back_to_eager(demo_checkpoint, monkeypatch, c
     assert record.getMessage().endswith("RuntimeError: " + f"{engine} converter exploded")
 
 
+def test_cudagraphs_on_cpu_falls_back_to_eager_saying_why(demo_checkpoint, photos, reference,
+                                                          caplog):
+    """CUDA graphs exist only on CUDA: asked for on a CPU, eager runs and the reason says so."""
+    clf = Classifier.from_checkpoint(demo_checkpoint, "cpu", "fp32", engine="cudagraphs")
+    assert (clf.engine_info.name, clf.engine_info.requested) == ("eager", "cudagraphs")
+    assert clf.engine_info.fallback_reason == "cudagraphs: CUDA graphs need a CUDA device, not cpu"
+    assert len(_engine_log(caplog)) == 1
+    np.testing.assert_array_equal(clf.predict_probabilities(photos), reference)
+
+
 def test_parity_failure_at_start_up_falls_back_to_eager(demo_checkpoint, monkeypatch, caplog):
     class Wrong:
         name, precision = "openvino", "fp32"
