@@ -39,10 +39,10 @@ class Settings(BaseSettings):
     engine: Literal["auto", "eager", "compile", "cudagraphs", "openvino", "onnxruntime"] = Field(
         "auto",
         description="what runs the model: auto (CPU: openvino when installed, else eager; "
-        "CUDA: eager), eager (PyTorch), compile (torch.compile; minutes at first start, needs a "
-        "C++ compiler on CPU), cudagraphs (CUDA: kernels replayed per batch size), openvino (CPU), "
-        "onnxruntime; converted once, checked against "
-        "eager fp32, and on any failure eager runs instead (one log line says why)",
+        "CUDA: cudagraphs), eager (PyTorch), compile (torch.compile; minutes at first start, "
+        "needs a C++ compiler on CPU), cudagraphs (CUDA: each batch size's kernels recorded once "
+        "and replayed), openvino (CPU), onnxruntime; converted once, checked against eager fp32, "
+        "and on any failure eager runs instead (one log line says why)",
     )
     engine_cache_dir: Path | None = Field(
         None,

@@ -11,11 +11,15 @@ from app.pipeline import PredictionPipeline
 from app.runtime import ServiceRuntime
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+# ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a hop to
+# another thread and back on every request for what is an attribute read.
+
+
+async def get_runtime(request: Request) -> ServiceRuntime:
     return request.app.state.runtime
 
 
-def ready_pipeline(request: Request) -> PredictionPipeline:
+async def ready_pipeline(request: Request) -> PredictionPipeline:
     """The pipeline, or 503 ``model_not_ready`` while loading, warming up or shutting down.
 
     While draining after SIGTERM readiness is already 503 but predictions are still served:

@@ -62,6 +62,9 @@ def gpu_config(
         },
         litserve_workers=GPU_LITSERVE_WORKERS,
         wrk_threads=GPU_WRK_THREADS,
+        # a slow cell (phone photos at c=256) stretched to 34-40 s in the first H100 run and the
+        # run ran out of time before the 4-process variant and LitServe: 12 s at most
+        max_cell_s=12.0,
     )
     if dry_run:
         cfg.concurrency, cfg.duration_s, cfg.warmup_s = (1, 8), 2.0, 1.0

@@ -46,7 +46,9 @@ class CudaGraphEngine:
         return len(self._graphs)
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
-        with self._lock:
+        # inference_mode: the buffers were made under it (Classifier calls in it), and updating
+        # them in place from outside it is an error (seen on the H100: a direct call failed)
+        with self._lock, torch.inference_mode():
             key = tuple(batch.shape)
             captured = self._graphs.get(key)
             if captured is None:

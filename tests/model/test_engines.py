@@ -258,7 +258,7 @@ def test_parity_failure_at_start_up_falls_back_to_eager(demo_checkpoint, monkeyp
 
 def test_auto_picks_openvino_on_cpu_when_importable(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert engines.resolve_engine("auto", cuda) == "eager"
+    assert engines.resolve_engine("auto", cuda) == "cudagraphs"
     assert engines.resolve_engine("compile", cpu) == "compile"
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
