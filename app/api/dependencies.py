@@ -10,7 +10,6 @@ from app.errors import unavailable
 from app.pipeline import PredictionPipeline
 from app.runtime import ServiceRuntime
 
-
 # ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a hop to
 # another thread and back on every request for what is an attribute read.
 
