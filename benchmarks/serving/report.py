@@ -91,6 +91,8 @@ def evaluate_targets(results: dict) -> list[Target]:
                 _check(r, lambda v: v <= 1.25),
             )
         )
+    if _on_gpu(results):
+        targets += _gpu_targets(results, high)
     ours = results.get("servers", {}).get(OURS, {})
     cells = ours.get("cells", [])
     errors = sum(c["error_count"] for c in cells) if cells else None
@@ -110,6 +112,34 @@ def evaluate_targets(results: dict) -> list[Target]:
     return targets
 
 
+GPU_CEILING_SHARE = 0.85  # issue 13, GPU: ours at the highest concurrency vs the ceiling
+GPU_UPLOADS_PER_S = 3000.0  # issue 13, GPU: ResNet-50 at 224 on an H100, end to end
+
+
+def _on_gpu(results: dict) -> bool:
+    return any(str(c.get("device", "")).startswith("cuda")
+               for c in results.get("ceiling", {}).values() if isinstance(c, dict))
+
+
+def _gpu_targets(results: dict, high: int) -> list[Target]:
+    """Issue 13's GPU targets, for every server of ours (variants included), per payload."""
+    targets = []
+    ours = [name for name in results.get("servers", {}) if name == OURS or name.startswith("ours-")]
+    for payload in [p["name"] for p in results["payloads"]]:
+        ceiling = results.get("ceiling", {}).get(payload) or {}
+        for name in ours:
+            cell = find_cell(results, name, payload, high)
+            ips = cell["images_per_s"] if cell else None
+            r = ratio(ips, ceiling.get("images_per_s"))
+            targets.append(Target(payload, f"GPU {name} c={high} img/s vs ceiling", r,
+                                  f">= {GPU_CEILING_SHARE}x",
+                                  _check(r, lambda v: v >= GPU_CEILING_SHARE)))
+            targets.append(Target(payload, f"GPU {name} c={high} uploads/s", ips,
+                                  f">= {GPU_UPLOADS_PER_S:,.0f}",
+                                  _check(ips, lambda v: v >= GPU_UPLOADS_PER_S)))
+    return targets
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -125,8 +155,9 @@ def _header(results: dict) -> list[str]:
         f"Command: `{meta['command']}`  ",
         f"Checkpoint: {results['checkpoint']['arch']} at {results['checkpoint']['input_size']}px, "
         f"{cfg['duration_s']:g}s per cell (longer for slow servers) after {cfg['warmup_s']:g}s "
-        f"warm-up; wrk with 1 thread. CPU columns are average cores busy (2.00 = both cores of "
-        f"a 2-core box): client = wrk + this harness, other = every other process on the machine.",
+        f"warm-up; wrk with {cfg.get('wrk_threads', 1)} thread(s). CPU columns are average cores "
+        f"busy (2.00 = both cores of a 2-core box): client = wrk + this harness, other = every "
+        f"other process on the machine.",
         "",
     ]
     noisy = max(_background(results), default=0.0)

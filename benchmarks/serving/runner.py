@@ -236,6 +236,7 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
             "batch_settings": list(cfg.batch_settings()),
             "device": cfg.device,
             "precision": cfg.precision,
+            "wrk_threads": cfg.wrk_threads,
         },
         "servers": {},
     }
@@ -261,13 +262,19 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
                 _log(f"{name}: skipped: {exc}")
                 continue
             results["servers"][name] = measure_server(spec, payloads, cfg, cfg.out / "logs")
+            # after every server: a run stopped early (a device's time limit) keeps its figures
+            _write(results, cfg.out, started)
+    _write(results, cfg.out, started)
+    plot_results(results, cfg.out / "results.png")
+    return results
+
+
+def _write(results: dict, out: Path, started: float) -> None:
     results["meta"]["wall_s"] = time.monotonic() - started
     targets = evaluate_targets(results)
     results["targets"] = targets_as_json(targets)
-    (cfg.out / "results.json").write_text(json.dumps(results, indent=2))
-    (cfg.out / "results.md").write_text(render_markdown(results, targets))
-    plot_results(results, cfg.out / "results.png")
-    return results
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(render_markdown(results, targets))
 
 
 def results_engine(results: dict) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from benchmarks.serving.servers import machine_busy_seconds, tree_cpu_seconds, tree_rss_bytes
+from benchmarks.serving.servers import TreeCpu, machine_busy_seconds, tree_rss_bytes
 
 
 def client_cpu_seconds() -> float:
@@ -36,6 +36,8 @@ class Sample:
 class SeriesMonitor:
     def __init__(self, pid: int, interval_s: float = 1.0) -> None:
         self.root = psutil.Process(pid)
+        # counts decode processes that were replaced between samples (see TreeCpu)
+        self.cpu = TreeCpu(self.root)
         self.interval_s = interval_s
         self.samples: list[Sample] = []
         self.t0 = time.monotonic()
@@ -49,12 +51,16 @@ class SeriesMonitor:
         s = Sample(
             self.now(),
             tree_rss_bytes(self.root),
-            tree_cpu_seconds(self.root),
+            self._server_cpu_seconds(),
             machine_busy_seconds(),
             client_cpu_seconds(),
         )
         self.samples.append(s)
         return s
+
+    def _server_cpu_seconds(self) -> float:
+        self.cpu.sample()
+        return self.cpu.total
 
     def _run(self) -> None:
         while not self._stop.is_set():

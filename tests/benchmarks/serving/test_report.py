@@ -157,3 +157,22 @@ def test_markdown_shows_the_eager_ceiling_beside_the_best_engine(results):
     assert "| eager ceiling (in-process, eager, batch 16; latency at batch 1) | - | 150.0 |" in md
     # the targets compare with the best engine's ceiling, not eager's
     assert _verdicts(results)["c=32 img/s vs ceiling"].measured == pytest.approx(0.9)
+
+
+def test_gpu_runs_get_the_gpu_targets_for_every_server_of_ours(results):
+    p = "photo-800x600"
+    assert not any(t.name.startswith("GPU") for t in evaluate_targets(results))  # a CPU run
+    results["ceiling"][p].update(device="cuda:0", images_per_s=1425.0)
+    results["servers"]["ours-4proc"] = {
+        "notes": "invasive-api INVASIVE_PROCESSES=4", "cold_start_s": 20.0,
+        "cells": [_cell(p, 1, 90, 11.0, 14), _cell(p, 32, 3100.0, 30, 60)],
+    }
+    t = _verdicts(results)
+    ours = t["GPU ours c=32 img/s vs ceiling"]
+    assert ours.measured == pytest.approx(180 / 1425) and ours.verdict == "MISS"
+    assert t["GPU ours c=32 uploads/s"].verdict == "MISS"
+    assert t["GPU ours-4proc c=32 img/s vs ceiling"].verdict == "PASS"  # 2.18x
+    assert t["GPU ours-4proc c=32 uploads/s"].measured == 3100.0
+    assert t["GPU ours-4proc c=32 uploads/s"].verdict == "PASS"
+    md = render_markdown(results, evaluate_targets(results))
+    assert "| photo-800x600 | GPU ours-4proc c=32 uploads/s | 3,100.00 | >= 3,000 | PASS |" in md
