@@ -75,6 +75,9 @@ ROWS: list[tuple[str, str, str, dict[str, Any]]] = [
      {"ema_decay": 0.98}),
     ("m8", "mobilenet_v2", "EMA of weights and BatchNorm statistics, decay 0.98, field "
      "augmentation", {"ema_decay": 0.98, "augment": "field"}),
+    # the pretrained backbone at a fraction of the head's peak LR (645 photos: keep its features)
+    ("m9", "mobilenet_v2", "backbone peak LR 0.3x the head's", {"backbone_lr_scale": 0.3}),
+    ("m10", "mobilenet_v2", "backbone peak LR 0.1x the head's", {"backbone_lr_scale": 0.1}),
 ]
 
 KNOBS = ("image_size", "epochs", "lr", "warmup_epochs", "patience", "ema_decay",
