@@ -63,7 +63,8 @@ def server_spec(name: str, cfg: RunConfig, checkpoint: Path) -> ServerSpec:
             "INVASIVE_MAX_BATCH_WAIT_MS": str(wait_ms),
             **service_env,
         }
-        spec = ServerSpec(name, argv, env, ready_path="/health/ready")
+        spec = ServerSpec(name, argv, env, ready_path="/health/ready",
+                          listeners=int(service_env.get("INVASIVE_PROCESSES", "1")))
         spec.env["INVASIVE_PORT"] = str(_port(spec))
         extra = " ".join(f"{k}={v}" for k, v in service_env.items())
         spec.notes = f"invasive-api, batch {batch_size}, wait {wait_ms:g} ms {extra}".strip()

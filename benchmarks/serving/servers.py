@@ -35,6 +35,10 @@ class ServerSpec:
     predict_path: str = "/v1/predict"
     port: int = 0
     notes: str = ""  # how it is configured, for the report
+    # sockets that must listen on the port before it counts as ready: our service with
+    # INVASIVE_PROCESSES=N listens N times (SO_REUSEPORT), each once warm; measuring after the
+    # first would load the first process with what N are meant to share
+    listeners: int = 1
 
     def url(self, path: str) -> str:
         return f"http://{HOST}:{self.port}{path}"
@@ -44,6 +48,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def listening_sockets(port: int) -> int | None:
+    """TCP sockets listening on ``port`` on this machine; None where the OS will not say."""
+    try:
+        conns = psutil.net_connections("tcp")
+    except psutil.AccessDenied:
+        return None
+    return sum(1 for c in conns if c.status == psutil.CONN_LISTEN and c.laddr.port == port)
 
 
 def _process_tree(root: psutil.Process) -> list[psutil.Process]:
@@ -198,7 +211,7 @@ class RunningServer:
                 )
             try:
                 with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
+                    if resp.status == 200 and self._all_listening():
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
@@ -208,6 +221,12 @@ class RunningServer:
             f"{self.spec.name} not ready at {url} after {self.ready_timeout_s:.0f}s; "
             f"last log lines:\n{self.log_tail()}"
         )
+
+    def _all_listening(self) -> bool:
+        if self.spec.listeners <= 1:
+            return True
+        count = listening_sockets(self.spec.port)
+        return count is None or count >= self.spec.listeners
 
     def log_tail(self, lines: int = 15) -> str:
         try:

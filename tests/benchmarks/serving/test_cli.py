@@ -88,6 +88,9 @@ def test_variants_run_our_service_again_with_extra_settings(tmp_path):
     assert spec.env["INVASIVE_QUEUE_LIMIT"] == "512"  # the run-wide settings still apply
     assert spec.env["INVASIVE_CHECKPOINT"] == str(tmp_path / "c.safetensors")
     assert "INVASIVE_TORCH_THREADS" not in server_spec("ours", cfg, tmp_path / "c").env
+    assert spec.listeners == 1
+    cfg.variants["ours-4proc"] = {"INVASIVE_PROCESSES": "4"}
+    assert server_spec("ours-4proc", cfg, tmp_path / "c").listeners == 4  # ready: all 4 listen
 
 
 @pytest.mark.parametrize("bad", ["ours:INVASIVE_A=1", "t1", "t1:", "t1:a=1"])

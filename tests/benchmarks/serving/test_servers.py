@@ -60,3 +60,32 @@ def test_cpu_of_children_that_exit_inside_the_window_is_counted():
         assert monitor.cpu_s >= 0.7
     finally:
         parent.kill()
+
+
+def test_ready_waits_until_every_process_of_a_multi_process_server_listens(tmp_path):
+    """INVASIVE_PROCESSES=N listens N times, each process once warm: ready means all N."""
+    port = free_port()
+    # Answers /health/ready at once on one SO_REUSEPORT socket; a second listens 1.5 s later.
+    code = (
+        "import socket, threading, time, http.server\n"
+        "def sock():\n"
+        "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n"
+        f"    s.bind(('127.0.0.1', {port})); return s\n"
+        "first, second = sock(), sock()\n"
+        "first.listen()\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers()\n"
+        "def serve(s):\n"
+        "    srv = http.server.HTTPServer(('127.0.0.1', 0), H, bind_and_activate=False)\n"
+        "    srv.socket = s; srv.serve_forever()\n"
+        "threading.Thread(target=serve, args=(first,), daemon=True).start()\n"
+        "time.sleep(1.5); second.listen(); serve(second)\n"
+    )
+    spec = ServerSpec("two", [sys.executable, "-c", code], port=port, listeners=2)
+    with RunningServer(spec, tmp_path / "two.log", ready_timeout_s=30) as server:
+        assert server.cold_start_s >= 1.5
+    one = ServerSpec("one", [sys.executable, "-c", code], port=free_port(), listeners=1)
+    one.argv[-1] = code.replace(str(port), str(one.port))
+    with RunningServer(one, tmp_path / "one.log", ready_timeout_s=30) as server:
+        assert server.cold_start_s < 1.5
