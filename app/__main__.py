@@ -87,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if problem:
         return _fail(problem)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if settings.processes > 1 and not child:
-        logging.basicConfig(level=settings.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return supervise(settings)
 
     import uvicorn
@@ -98,9 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     from app.server import DrainingServer, return_decoders_freed_memory_to_the_os
 
     return_decoders_freed_memory_to_the_os()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -63,7 +63,7 @@ def _in_thread(fn, torch_threads: int):
     return box["value"]
 
 
-def _count(classifier: Classifier, batch: torch.Tensor, seconds: float) -> tuple[int, float]:
+def count_images(classifier: Classifier, batch: torch.Tensor, seconds: float) -> tuple[int, float]:
     """(images done, seconds taken): whole batches back to back for ``seconds``, at least 3."""
     done, started = 0, time.perf_counter()
     while True:
@@ -79,7 +79,7 @@ def _throughput(classifier, batch, seconds: float, loops: int, threads: int) -> 
     counts = [0] * loops
 
     def loop(index: int) -> None:
-        counts[index] = _in_thread(lambda: _count(classifier, batch, seconds)[0],
+        counts[index] = _in_thread(lambda: count_images(classifier, batch, seconds)[0],
                                    max(1, threads // loops))
 
     workers = [threading.Thread(target=loop, args=(i,)) for i in range(loops)]

@@ -28,11 +28,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from benchmarks.engines import latencies
+from benchmarks.engines import count_images, latencies
 from benchmarks.serving.fixtures import build_checkpoint
 from benchmarks.serving.stats import latency_summary_ms
+from model.checkpoint import load_checkpoint
 from model.engines.base import check_batch
 from model.inference import Classifier
 
@@ -56,17 +58,9 @@ def _host_batch(size: int, n: int, seed: int) -> torch.Tensor:
                          dtype=torch.uint8).permute(0, 3, 1, 2)
 
 
-def _throughput(clf: Classifier, batch: torch.Tensor, seconds: float) -> float:
-    done, started = 0, time.perf_counter()
-    while True:
-        clf.predict_probabilities(batch)  # ends with .cpu(): synchronised
-        done += len(batch)
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds and done >= 3 * len(batch):
-            return done / elapsed
-
-
-def measure_engine(label: str, checkpoint: Path, args, cache: Path, reference, probe) -> dict:
+def measure_engine(label: str, checkpoint: Path, args, cache: Path, reference,
+                   probe) -> tuple[dict, np.ndarray | None]:
+    """The engine's row, and its probabilities on ``probe`` (None when it fell back)."""
     engine, precision = ("eager", "fp32") if label == "eager-fp32" else (label, args.precision)
     started = time.perf_counter()
     clf = Classifier.from_checkpoint(checkpoint, args.device, precision, engine=engine,
@@ -76,7 +70,7 @@ def measure_engine(label: str, checkpoint: Path, args, cache: Path, reference, p
                  "load_s": round(time.perf_counter() - started, 3),
                  "conversion_s": info.conversion_seconds, "fallback_reason": info.fallback_reason}
     if info.name != engine:
-        return row
+        return row, None
     started = time.perf_counter()
     clf.warm_up(tuple(args.batch_sizes))
     _sync(clf.device)
@@ -86,8 +80,8 @@ def measure_engine(label: str, checkpoint: Path, args, cache: Path, reference, p
                                      else float(abs(got - reference).max()))
     row["images_per_s"] = {}
     for n in args.batch_sizes:
-        row["images_per_s"][str(n)] = round(
-            _throughput(clf, _host_batch(args.image_size, n, seed=n), args.seconds), 1)
+        done, seconds = count_images(clf, _host_batch(args.image_size, n, seed=n), args.seconds)
+        row["images_per_s"][str(n)] = round(done / seconds, 1)
     row["batch1"] = latency_summary_ms(
         latencies(clf, _host_batch(args.image_size, 1, seed=1), args.latency_iterations))
     if torch.cuda.is_available():
@@ -96,7 +90,7 @@ def measure_engine(label: str, checkpoint: Path, args, cache: Path, reference, p
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    return row
+    return row, got
 
 
 def run(args: argparse.Namespace, out: Path) -> dict:
@@ -113,17 +107,16 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         "seconds": args.seconds, "engines": {},
     }
     reference = None
+    probe = check_batch(load_checkpoint(checkpoint).metadata.preprocess_spec,
+                        torch.device("cpu"), size=32)
     for label in args.engines:
-        spec_probe = Classifier.from_checkpoint(checkpoint, "cpu", "fp32").spec
-        probe = check_batch(spec_probe, torch.device("cpu"), size=32)
         try:
-            row = measure_engine(label, checkpoint, args, work / f"cache-{label}", reference,
-                                 probe)
+            row, got = measure_engine(label, checkpoint, args, work / f"cache-{label}",
+                                      reference, probe)
         except Exception as exc:  # one engine's failure must not lose the others' figures
-            row = {"requested": label, "error": f"{type(exc).__name__}: {exc}"[:500]}
-        if label == "eager-fp32" and "images_per_s" in row:
-            clf = Classifier.from_checkpoint(checkpoint, args.device, "fp32")
-            reference = clf.predict_probabilities(probe)
+            row, got = {"requested": label, "error": f"{type(exc).__name__}: {exc}"[:500]}, None
+        if label == "eager-fp32" and got is not None:
+            reference = got  # the reference for the engines after it (its own diff: 0)
             row["max_diff_vs_eager_fp32"] = 0.0
         result["engines"][label] = row
         print(f"{label}: {json.dumps(row)}", file=sys.stderr, flush=True)
