@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -189,6 +189,7 @@ class ModelInfo(BaseModel):
                     "load_seconds": 0.41,
                     "warmup_seconds": 1.2,
                     "max_batch_size": 16,
+                    "jpeg_decoding": "processes",
                     "cost": {"members": 1, "forward_passes_per_image": 1,
                              "gflops_per_image": 3.63},
                     "metadata": {"format": "invasive-species-checkpoint", "metrics": {}},
@@ -215,5 +216,10 @@ class ModelInfo(BaseModel):
     load_seconds: float | None
     warmup_seconds: float | None
     max_batch_size: int
+    jpeg_decoding: Literal["processes", "model_device"] = Field(
+        description="where plain JPEGs are decoded (INVASIVE_DECODE_DEVICE): 'processes' (the "
+        "CPU decode processes, Pillow) or 'model_device' (in the batch, on the model's device: "
+        "nvJPEG on CUDA); other images always by the processes"
+    )
     cost: ModelCost
     metadata: dict[str, Any] = Field(description="the checkpoint's full metadata")

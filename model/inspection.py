@@ -121,6 +121,11 @@ class ImageCost:
     mode: str  # Pillow mode of the decoded image before RGB conversion
     decoded_bytes: int  # estimated peak memory decode_image needs (see _estimate_decode_bytes)
     heavy: bool  # True: belongs in the slow decode lane
+    # A plain JPEG: one Huffman-coded scan of 3 components (YCbCr), complete up to its EOI
+    # marker. What a hardware decoder (nvJPEG) takes as it is; anything else is Pillow's.
+    plain_jpeg: bool = False
+    source_pixels: int = 0  # width x height as stored, before any draft
+    orientation: int = 1  # EXIF orientation (1-8) that decode_image applies; 1 = as stored
 
 
 @dataclass
@@ -132,6 +137,7 @@ class _Facts:
     metadata_bytes: int = 0  # metadata Pillow holds in memory (JPEG APPn/COM, PNG text)
     exif: bytes | None = None
     size: tuple[int, int] | None = None  # declared size, where needed before Pillow opens it
+    plain_jpeg: bool = False  # see ImageCost.plain_jpeg
 
 
 def inspect_image(
@@ -173,6 +179,7 @@ def _price(
             "unsupported_media_type", f"image format {img.format} is not supported", 415
         )
     _check_pixels(*img.size, max_pixels)
+    source_pixels = img.size[0] * img.size[1]
     if min_size and img.format in ("JPEG", "MPO"):
         img.draft("RGB", (min_size, min_size))  # exactly as decode_image does
     width, height = img.size
@@ -185,7 +192,21 @@ def _price(
         or img.format not in LIGHT_FORMATS
         or facts.scans > HEAVY_JPEG_SCANS
     )
-    return ImageCost(img.format, width, height, img.mode, decoded, heavy)
+    return ImageCost(
+        img.format, width, height, img.mode, decoded, heavy,
+        plain_jpeg=facts.plain_jpeg and img.format in ("JPEG", "MPO") and img.mode == "RGB",
+        source_pixels=source_pixels,
+        orientation=_orientation(img) if isinstance(exif, bytes) else 1,
+    )
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation ``ImageOps.exif_transpose`` applies (it ignores values outside 2-8)."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # EXIF that Pillow cannot parse: exif_transpose does nothing either
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 # --- error helpers -------------------------------------------------------------------------
@@ -282,6 +303,7 @@ _JPEG_SOF = frozenset(
     {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0)}
 )
 _JPEG_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+_JPEG_BASELINE = frozenset({0xC0, 0xC1})  # sequential Huffman, 8 bits (SOF0) or extended (SOF1)
 
 
 def _check_jpeg(data: bytes) -> _Facts:
@@ -418,6 +440,11 @@ def _check_jpeg(data: bytes) -> _Facts:
     if cut:
         raise _corrupt("JPEG image data is cut short")
     facts.scans = scans
+    # A single scan ending in EOI: a file cut short (no EOI) stays with Pillow, which refuses it.
+    facts.plain_jpeg = (
+        complete and found is not None and marker == 0xD9 and scans == 1 and not multi_scan
+        and sof[0] in _JPEG_BASELINE and len(comps) == 3
+    )
     if comps and (multi_scan or scans > 1):
         facts.coefficient_bytes = _coefficient_bytes(width, height, comps)
     return facts

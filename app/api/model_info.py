@@ -31,8 +31,8 @@ router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_a
     description="Model id, the demo flag (true for the generated demo checkpoint), device, "
     "precision, the inference engine actually running (and whether its conversion came from "
     "the cache, or why it fell back to eager), what one image costs (networks, forward passes, "
-    "GFLOPs: a fold ensemble runs every member), and the checkpoint's full metadata (classes, "
-    "threshold, metrics, training, ensemble members).",
+    "GFLOPs: a fold ensemble runs every member), where plain JPEGs are decoded, and the "
+    "checkpoint's full metadata (classes, threshold, metrics, training, ensemble members).",
     response_model=ModelInfo,
     responses=error_responses(401, 503),
 )
@@ -59,6 +59,7 @@ async def model_info(
         load_seconds=runtime.load_seconds,
         warmup_seconds=runtime.warmup_seconds,
         max_batch_size=runtime.settings.max_batch_size,
+        jpeg_decoding="model_device" if pipeline.decode_on_device else "processes",
         cost=await asyncio.to_thread(  # the first call counts (~50 ms a member): off the loop
             model_cost, meta.arch, len(meta.class_names), meta.input_size,
             meta.ensemble.members if meta.ensemble else 1),

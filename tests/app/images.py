@@ -18,6 +18,15 @@ def photo(size: tuple[int, int] = (96, 72), seed: int = 0) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
+def field_photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """Colour changing over tens of pixels, as in a photo of vegetation. ``photo``'s hard 8x8
+    blocks are the worst case for decoders that differ (a scaled IDCT against a full decode and
+    block average: 2-4 grey levels apart there, 0.1-0.45 on this and on real photos)."""
+    return photo((size[0] // 24 + 2, size[1] // 24 + 2), seed).resize(
+        size, Image.Resampling.BICUBIC
+    )
+
+
 def encode(img: Image.Image, fmt: str, **save_kwargs) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format=fmt, **save_kwargs)

@@ -10,11 +10,13 @@ Run them on a CUDA machine: ``python -m pytest tests/gpu -v -s`` (prints each di
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from model.inference import Classifier
 from model.preprocessing import prepare_input
@@ -84,33 +86,94 @@ def test_cudagraphs_keeps_earlier_results_intact(demo_checkpoint, photos):
     torch.testing.assert_close(first, kept, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("engine", ["eager", "cudagraphs"])
-def test_service_on_gpu_matches_offline_scoring(demo_checkpoint, engine):
+def _service(settings):
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from tests.app.conftest import isolated_settings
 
-    settings = isolated_settings(demo_checkpoint, device="cuda", precision="fp32", engine=engine)
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize(("engine", "decode_device"), [("eager", "cpu"), ("cudagraphs", "cpu"),
+                                                       ("cudagraphs", "auto")])
+def test_service_on_gpu_matches_offline_scoring(demo_checkpoint, engine, decode_device):
+    from tests.app.conftest import isolated_settings
+    from tests.app.images import field_photo
+    from tests.app.test_device_decode import jpeg
+
+    settings = isolated_settings(demo_checkpoint, device="cuda", precision="fp32", engine=engine,
+                                 decode_device=decode_device)
     offline = Classifier.from_checkpoint(demo_checkpoint, "cuda", "fp32")
-    files = {f"p{i}.jpg": jpeg_bytes(size, seed=90 + i)
-             for i, size in enumerate([(640, 480), (50, 40), (300, 200)])}
-    with TestClient(create_app(settings), raise_server_exceptions=False) as service:
+    files = {f"p{i}.jpg": jpeg(field_photo(size, seed=90 + i))
+             for i, size in enumerate([(640, 480), (50, 40), (300, 200), (4032, 3024)])}
+    files["blocks.jpg"] = jpeg_bytes((640, 480), seed=95)  # hard 8x8 edges: the worst case
+    # nvJPEG (full size, block average) against Pillow's scaled IDCT: 0.1-0.45 grey levels
+    tolerance = 2e-2 if decode_device == "auto" else FP32_ON_GPU
+    with _service(settings) as service:
         model = service.get("/v1/model").json()
         assert model["device"].startswith("cuda"), model
+        assert model["jpeg_decoding"] == ("model_device" if decode_device == "auto"
+                                          else "processes")
         running = service.app.state.runtime.classifier.engine
         assert running.name == engine
         if engine == "cudagraphs":  # warm-up recorded every batch size: no request pays one
             assert running.graph_count == settings.max_batch_size
+        worst = 0.0
         for name, data in files.items():
             response = service.post("/v1/predict", files={"file": (name, data, "image/jpeg")})
             assert response.status_code == 200, response.text
             got = np.array(list(response.json()["probabilities"].values()))
             want = offline.predict_probabilities(prepare_input(data, offline.spec)[None])[0]
-            np.testing.assert_allclose(got, want, atol=FP32_ON_GPU, err_msg=name)
+            worst = max(worst, float(np.abs(got - want).max()))
+            np.testing.assert_allclose(got, want, atol=tolerance, err_msg=name)
+        print(f"service {engine}, decode {decode_device}: max |p - offline| {worst:.2e}")
         batch = service.post(
             "/v1/predict/batch", files=[("files", (n, d, "image/jpeg")) for n, d in files.items()]
         )
         assert batch.status_code == 200, batch.text
         assert len(batch.json()["results"]) == len(files)
+
+
+def test_nvjpeg_gives_the_cpu_paths_pixels():
+    from model.device_jpeg import decode_batch
+    from model.inspection import inspect_image
+    from model.preprocessing import PreprocessSpec, prepare_pixels
+    from tests.app.images import field_photo
+    from tests.app.test_device_decode import jpeg
+
+    images = [jpeg(field_photo(size, seed=i)) for i, size in
+              enumerate([(160, 120), (800, 600), (1200, 1000), (2000, 1500), (4032, 3024)])]
+    images.append(_rotated(images[1]))
+    orientations = [inspect_image(data, 224).orientation for data in images]
+    decoded = decode_batch(images, orientations, 224, torch.device("cuda"))
+    for data, got in zip(images, decoded, strict=True):
+        assert got is not None and got.device.type == "cuda"
+        want = prepare_pixels(data, PreprocessSpec(224)).astype(np.int16)
+        diff = np.abs(got.permute(1, 2, 0).cpu().numpy().astype(np.int16) - want)
+        print(f"nvJPEG {Image.open(io.BytesIO(data)).size}: mean |diff| {diff.mean():.3f}, "
+              f"p99 {np.percentile(diff, 99):.0f}")
+        assert diff.mean() < 0.75 and np.percentile(diff, 99) <= 4
+
+
+def _rotated(data: bytes) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(buffer, format="JPEG", quality=90, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_hostile_jpegs_on_nvjpeg_get_the_answers_the_processes_give(demo_checkpoint):
+    from tests.app.conftest import isolated_settings
+    from tests.app.test_device_decode import hostile_jpegs
+
+    settings = {d: isolated_settings(demo_checkpoint, device="cuda", decode_device=d)
+                for d in ("cpu", "model")}
+    with _service(settings["cpu"]) as by_processes, _service(settings["model"]) as on_gpu:
+        for name, data in hostile_jpegs().items():
+            want = by_processes.post("/v1/predict", files={"file": ("x.jpg", data)})
+            got = on_gpu.post("/v1/predict", files={"file": ("x.jpg", data)})
+            print(f"hostile {name}: processes {want.status_code}, nvJPEG {got.status_code}")
+            assert got.status_code == want.status_code, (name, got.text, want.text)
+        assert on_gpu.get("/health/ready").status_code == 200  # the GPU is still fine
