@@ -28,9 +28,33 @@ import numpy as np
 import torch
 
 from benchmarks.serving.stats import latency_summary_ms
+from model.device_jpeg import decode_batch
 from model.engines import resolve_engine
 from model.inference import Classifier, resolve_device
 from model.preprocessing import prepare_pixels, stack_pixels
+
+
+def on_cpu(classifier: Classifier, decode: Callable[[Callable, list], Iterable]) -> Callable:
+    """Encoded images -> the service's CPU-decoded batch (``decode``: ``map`` or a pool's)."""
+
+    def prepare(data: bytes) -> np.ndarray:
+        return prepare_pixels(data, classifier.spec)
+
+    return lambda encoded: stack_pixels(list(decode(prepare, encoded)))
+
+
+def on_device(classifier: Classifier) -> Callable:
+    """Encoded plain JPEGs -> the batch the service builds when it decodes them on the model's
+    device (``INVASIVE_DECODE_DEVICE``: nvJPEG on CUDA)."""
+    size = classifier.spec.input_size
+
+    def assemble(encoded: list[bytes]) -> torch.Tensor:
+        images = decode_batch(encoded, [1] * len(encoded), size, classifier.device)
+        if any(image is None for image in images):
+            raise RuntimeError("the device decoder failed on a benchmark photo")
+        return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
+
+    return assemble
 
 
 def _run_batches(
@@ -38,20 +62,16 @@ def _run_batches(
     images: Sequence[bytes],
     batch_size: int,
     seconds: float,
-    decode: Callable[[Callable, list], Iterable],
+    assemble: Callable[[list[bytes]], torch.Tensor],
 ) -> dict:
     source = itertools.cycle(images)
-
-    def prepare(data: bytes) -> np.ndarray:
-        return prepare_pixels(data, classifier.spec)
-
     decode_s = forward_s = 0.0
     latencies = []
     done = 0
     started = time.perf_counter()
     while True:
         t0 = time.perf_counter()
-        batch = stack_pixels(list(decode(prepare, [next(source) for _ in range(batch_size)])))
+        batch = assemble([next(source) for _ in range(batch_size)])
         t1 = time.perf_counter()
         classifier.predict_probabilities(batch)
         t2 = time.perf_counter()
@@ -86,7 +106,9 @@ def _run_parallel_loops(
 
     def loop(index: int) -> None:
         torch.set_num_threads(threads_each)  # per calling thread under OpenMP
-        results[index] = _run_batches(classifier, images, batch_size, seconds, map)
+        results[index] = _run_batches(
+            classifier, images, batch_size, seconds, on_cpu(classifier, map)
+        )
 
     workers = [threading.Thread(target=loop, args=(i,)) for i in range(loops)]
     started = time.perf_counter()
@@ -118,12 +140,15 @@ def measure_ceiling(
     parallel_loops: Sequence[int] = (1,),
     engine: str = "eager",
     cache_dir: Path | None = None,
+    decode_on_device: bool = False,
 ) -> dict:
     """Images/s at each batch size, the best of them, and batch-1 latency percentiles.
 
     ``decode_threads`` > 1 decodes each batch's images in a thread pool (Pillow releases the
     GIL while decoding): the fair ceiling on a many-core GPU host, where one thread decoding
     would be the bottleneck. On the 2-core CPU box the loop decodes in line (1).
+    ``decode_on_device``: every batch size is also run with the JPEGs decoded on the model's
+    device, as the service does on CUDA; the ceiling is the best of both.
     """
     threads = torch.get_num_threads()
     engine = resolve_engine(engine, resolve_device(device))
@@ -142,7 +167,14 @@ def measure_ceiling(
     with ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode") as pool:
         decode = pool.map if decode_threads > 1 else map
         by_batch = [
-            {**_run_batches(classifier, images, b, seconds_per_batch_size, decode), "loops": 1}
+            {**_run_batches(classifier, images, b, seconds_per_batch_size,
+                            on_cpu(classifier, decode)), "loops": 1, "decode": "cpu"}
+            for b in batch_sizes
+        ]
+    if decode_on_device:
+        by_batch += [
+            {**_run_batches(classifier, images, b, seconds_per_batch_size,
+                            on_device(classifier)), "loops": 1, "decode": "device"}
             for b in batch_sizes
         ]
     for loops in sorted(set(parallel_loops) - {1}):
@@ -166,6 +198,7 @@ def measure_ceiling(
         "by_batch_size": by_batch,
         "best_batch_size": best["batch_size"],
         "best_loops": best["loops"],
+        "best_decode": best.get("decode", "cpu"),
         "images_per_s": best["images_per_s"],
         "single_image_latency": single["batch_latency"] if single else None,
     }

@@ -33,6 +33,9 @@ class RunConfig:
     # environment, else auto); eager PyTorch is measured too, at these batch sizes, for context
     # (empty: not measured).
     ceiling_eager_batch_sizes: tuple[int, ...] = (1, 16)
+    # Also decode the JPEGs on the model's device in the ceiling loop (as the service does on
+    # CUDA, INVASIVE_DECODE_DEVICE); the ceiling is the best of both ways.
+    ceiling_decode_on_device: bool = False
     device: str = "auto"
     precision: str = "auto"
     # None: our service's own defaults (read from app.config), passed to LitServe as well so

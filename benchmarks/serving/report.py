@@ -227,6 +227,8 @@ def _payload_table(results: dict, payload: dict) -> list[str]:
 def _threads(ceiling: dict) -> str:
     n = ceiling.get("decode_threads", 1)
     loops = ceiling.get("best_loops", 1)
+    if ceiling.get("best_decode") == "device":
+        return ", JPEGs decoded on the device"
     return (f" x {loops} parallel loops" if loops > 1 else "") + (
         f", {n} decode threads" if n > 1 else ""
     )

@@ -303,6 +303,7 @@ def _measure_ceilings(
             cfg.ceiling_decode_threads,
             cfg.ceiling_parallel_loops,
             engine=engine,
+            decode_on_device=cfg.ceiling_decode_on_device,
         )
         wall = time.monotonic() - t0
         other = (machine_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)
