@@ -251,6 +251,10 @@ class ServiceRuntime:
         self.pipeline.warm_up(sizes, alone_sizes)
         if self.classifier.device.type == "cuda":
             torch.cuda.synchronize(self.classifier.device)
+            # Warm-up's eager runs at every batch size leave GBs in the allocator's cache that
+            # serving never needs again (CUDA graphs keep their own pool): give them back, so
+            # several server processes (INVASIVE_PROCESSES) fit on one GPU.
+            torch.cuda.empty_cache()
 
     async def stop(self) -> None:
         """Finish what is queued, then release threads and processes."""

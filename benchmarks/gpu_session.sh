@@ -10,7 +10,7 @@
 # Steps, most important first; each has its own time limit and is skipped when too little of
 # the budget is left, so a slow step never costs the ones after it their results:
 #   tests     the CUDA tests (tests/gpu): model on GPU vs CPU, engines, the service on CUDA
-#   serving   benchmarks/serving/gpu.sh: ours (cudagraphs + nvJPEG; 8 processes; CPU decoding)
+#   serving   benchmarks/serving/gpu.sh: ours (cudagraphs + nvJPEG; 6 processes; CPU decoding)
 #             vs the ceiling vs LitServe
 #   engines   benchmarks/gpu_engines.py: eager fp32/bf16, cudagraphs, onnxruntime, compile
 #   decode    benchmarks/gpu_decode.py: nvJPEG on the GPU vs the service's CPU decoding
@@ -83,8 +83,8 @@ if [ -n "$DRY_RUN" ]; then
 else
   step tests 90 40 "$PYTHON" -m pytest tests/gpu -v -s -p no:cacheprovider --timeout 80 \
     -k "not compile"
-  # four servers (ours, ours-8proc, ours-cpudecode, LitServe) and a two-way ceiling: ~6 min
-  step serving 400 150 bash benchmarks/serving/gpu.sh --out "$WORK/serving"
+  # four servers (ours, ours-6proc, ours-cpudecode, LitServe) and a two-way ceiling: ~6-7 min
+  step serving 420 150 bash benchmarks/serving/gpu.sh --out "$WORK/serving"
   # compile last and apart: inductor's cold compile of resnet50 outlasted 110 s on the H100
   step engines 90 40 "$PYTHON" -m benchmarks.gpu_engines --out "$WORK/engines" \
     --engines eager-fp32,eager,cudagraphs,onnxruntime

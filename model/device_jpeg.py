@@ -40,6 +40,9 @@ warnings.filterwarnings(
 # Largest stored size decoded on the device: it decodes at full size (a 12 MP phone photo is
 # 36 MB of pixels there), so bigger images go to Pillow, which decodes them at reduced scale.
 MAX_DEVICE_PIXELS = 25_000_000
+# Stored pixels resized in one go (as float32: 16 bytes a pixel across RGB and the copy): 64 of
+# the 800x600 photos fit at once, a 12 MP phone photo goes 5 at a time.
+RESIZE_CHUNK_PIXELS = 64_000_000
 
 DRAFT_SCALES = (8, 4, 2, 1)
 
@@ -129,10 +132,15 @@ def decode_batch(
     for index, image in enumerate(upright):
         if image is not None:
             by_shape.setdefault(tuple(image.shape), []).append(index)
-    for indices in by_shape.values():
-        resized = resize_like_pillow(torch.stack([upright[i] for i in indices]), size)
-        for row, index in enumerate(indices):
-            out[index] = resized[row]
+    for shape, indices in by_shape.items():
+        # A bounded number of pixels at a time: 64 phone photos are 2.3 GB decoded and 9 GB
+        # as floats, which one server process must not hold (several share a GPU).
+        per_chunk = max(1, RESIZE_CHUNK_PIXELS // (shape[-1] * shape[-2]))
+        for start in range(0, len(indices), per_chunk):
+            chunk = indices[start : start + per_chunk]
+            resized = resize_like_pillow(torch.stack([upright[i] for i in chunk]), size)
+            for row, index in enumerate(chunk):
+                out[index] = resized[row]
     return out
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import os
 import resource
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -215,6 +217,17 @@ def machine_description() -> str:
 
 def run(cfg: RunConfig, command: str | None = None, device_name: str | None = None) -> dict:
     """Measure everything ``cfg`` asks for; write results.{json,md,png} into ``cfg.out``."""
+    # A time limit (timeout, a device call's) sends SIGTERM: unwind, so that the server running
+    # is stopped (finally blocks) instead of outliving us; the H100 run of 2026-11-27 left one
+    # holding the GPU's memory.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _run(cfg, command, device_name)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(cfg: RunConfig, command: str | None, device_name: str | None) -> dict:
     require_wrk()  # fail before minutes of setup, with the install hint
     photos = find_photos(cfg.photo_dir, cfg.photo_count)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -255,6 +268,7 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
             results["ceiling_eager"] = _measure_ceilings(
                 cfg, checkpoint, payloads, "eager", cfg.ceiling_eager_batch_sizes
             )
+        _release_gpu_memory()  # the ceilings' models: the servers need the GPU's memory
         for name in cfg.server_order():
             try:
                 spec = server_spec(name, cfg, checkpoint)
@@ -268,6 +282,18 @@ def run(cfg: RunConfig, command: str | None = None, device_name: str | None = No
     _write(results, cfg.out, started)
     plot_results(results, cfg.out / "results.png")
     return results
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _release_gpu_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _write(results: dict, out: Path, started: float) -> None:
