@@ -174,10 +174,20 @@ class ServiceRuntime:
         self.inference_workers = workers
         # Side by side: the decode processes start (and import their decoders) while the
         # inference threads warm up; the one waits on process start-up, the other computes.
-        await asyncio.gather(
-            self.lanes.start(),
-            self.batcher.start(thread_setup=self._setup_inference_thread, workers=workers),
-        )
+        try:
+            await asyncio.gather(
+                self.lanes.start(),
+                self.batcher.start(thread_setup=self._setup_inference_thread, workers=workers),
+            )
+        except torch.OutOfMemoryError:
+            self.not_ready_reason = "out of GPU memory while warming up"
+            logger.error(
+                "out of GPU memory while warming up (batches up to %d on %s): other processes "
+                "may hold it (nvidia-smi); fewer server processes (INVASIVE_PROCESSES=%d), a "
+                "smaller INVASIVE_MAX_BATCH_SIZE or INVASIVE_ENGINE=eager need less",
+                s.max_batch_size, classifier.device, s.processes,
+            )
+            raise
         # Pillow registers its format plugins on first use: ~20 ms, paid now, not by a request.
         await asyncio.get_running_loop().run_in_executor(
             self.inspect_pool, inspect_image, tiny_jpeg(), classifier.spec.input_size
