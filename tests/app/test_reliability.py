@@ -57,3 +57,22 @@ def test_docs_follow_the_api_key_unless_made_public(client_for):
     hidden = client_for(public_docs=False)  # no key to ask for: the docs are switched off
     assert hidden.get("/docs").status_code == 404
     assert hidden.get("/openapi.json").status_code == 404
+
+
+def test_running_out_of_gpu_memory_at_warm_up_says_what_to_lower(make_settings, monkeypatch,
+                                                                  caplog):
+    import torch
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.runtime import ServiceRuntime
+
+    def out_of_memory(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 22.00 MiB.")
+
+    monkeypatch.setattr(ServiceRuntime, "_setup_inference_thread", out_of_memory)
+    app = create_app(make_settings(processes=8))
+    with pytest.raises(torch.OutOfMemoryError), TestClient(app):
+        pass
+    hint = [r.getMessage() for r in caplog.records if "out of GPU memory" in r.getMessage()]
+    assert hint and "INVASIVE_PROCESSES=8" in hint[0] and "INVASIVE_MAX_BATCH_SIZE" in hint[0]
