@@ -44,6 +44,19 @@ def test_parallel_loops_are_measured_and_can_win(tiny):
     assert result["best_loops"] in (1, 2)
 
 
+def test_device_decoding_rows_join_and_the_lone_latency_is_the_best_of_both(tiny):
+    ckpt, images = tiny
+    result = measure_ceiling(ckpt, images, (1, 4), 0.05, "cpu", "fp32", 1, decode_on_device=True)
+    rows = result["by_batch_size"]
+    assert [(r["batch_size"], r["decode"]) for r in rows] == [
+        (1, "cpu"), (4, "cpu"), (1, "device"), (4, "device")
+    ]
+    best = max(rows, key=lambda r: r["images_per_s"])
+    assert result["best_decode"] == best["decode"]
+    lone = min(r["batch_latency"]["p50_ms"] for r in rows if r["batch_size"] == 1)
+    assert result["single_image_latency"]["p50_ms"] == lone
+
+
 def test_the_ceiling_runs_the_engine_asked_for(tiny, tmp_path):
     ckpt, images = tiny
     result = measure_ceiling(
