@@ -57,7 +57,6 @@ logger = logging.getLogger("app.pipeline")
 HEAVY_PROCESS_BYTES = 32 * 1024 * 1024
 
 
-
 @dataclass(frozen=True)
 class EncodedJpeg:
     """A plain JPEG's bytes on their way to the batch, decoded there on the model's device."""
