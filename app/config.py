@@ -111,13 +111,14 @@ class Settings(BaseSettings):
         description="processes decoding costly images (large, non-JPEG/PNG/WebP, many scans), "
         "so they never hold up ordinary photos",
     )
-    decode_device: Literal["auto", "cpu", "model"] = Field(
-        "auto",
+    jpeg_decode: Literal["batch", "processes"] = Field(
+        "batch",
         description="where plain JPEGs (baseline, YCbCr, complete, up to 25 MP: what cameras "
-        "and phones write) are decoded: cpu (the decode processes, Pillow), model (in the "
-        "batch, on the model's device: nvJPEG on CUDA, which frees the CPU a GPU host runs out "
-        "of first), auto (model on CUDA, else cpu); every other image, and any JPEG the device "
-        "decoder fails on, is decoded by the processes",
+        "and phones write) are decoded: batch (by the inference thread, just before the forward "
+        "pass: Pillow on a CPU, without the hand-off to a decode process; nvJPEG on CUDA, which "
+        "frees the CPU a GPU host runs out of first), processes (the decode processes, killable "
+        "after INVASIVE_DECODE_TIMEOUT_S); every other image, and any JPEG the batch fails to "
+        "decode, goes to the processes",
     )
     decode_timeout_s: float = Field(
         5.0,

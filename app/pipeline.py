@@ -12,13 +12,16 @@
   of many requests into one batch (one copy, a channels_last view of it goes to the engine) and
   run one forward pass; a batch that runs with the other workers idle uses all their threads.
 
-With ``decode_on_device`` (``INVASIVE_DECODE_DEVICE``; on by default on CUDA), a *plain* JPEG
-(one Huffman scan, YCbCr, complete, light; see :func:`model.device_jpeg.decodes_on_device`) skips
-the decode processes: its bytes join the batch, and the inference thread decodes all of them at
-once on the model's device (nvJPEG on CUDA) before the forward pass. That is where a GPU host
-spends its CPU otherwise (5 CPU-ms per photo against 0.14). An image the device decoder fails on
-is decoded by the processes and batched again, so it gets the answer (or the 422) it would have
-got. Everything else decodes before the queue, so a slow image can never occupy an inference
+With ``decode_in_batch`` (``INVASIVE_JPEG_DECODE=batch``, the default), a *plain* JPEG (one
+Huffman scan, YCbCr, complete, light; see :func:`model.device_jpeg.decodes_on_device`) skips the
+decode processes: its bytes join the batch, and the inference thread decodes them just before
+the forward pass. On a CPU that is the same Pillow decode, without the hand-off to a decode
+process (the 2-vCPU box: c=1 p50 17.1 -> 16.0 ms, c=32 78.9 -> 85.8 photos/s); on CUDA all of
+the batch's JPEGs in one nvJPEG call, where a GPU host spends its CPU otherwise (5 CPU-ms per
+photo against 0.14). Plain JPEGs decode in time linear in their size (one scan), so the
+decode timeout is not needed for them. An image the batch fails to decode is decoded by the
+processes and batched again, so it gets the answer (or the 422) it would have got. Everything
+else decodes in the processes before the queue, so a slow image can never occupy an inference
 thread. The whole request is bounded by ``request_timeout_s``; cancelling it (timeout, client
 gone, shutdown) kills its decodes and drops its queued images.
 """
@@ -47,7 +50,7 @@ from model.engines.base import using_all_threads
 from model.imaging import ImageDecodeError
 from model.inference import Classifier, Prediction
 from model.inspection import inspect_image
-from model.preprocessing import stack_pixels
+from model.preprocessing import prepare_pixels, stack_pixels
 
 logger = logging.getLogger("app.pipeline")
 
@@ -109,13 +112,13 @@ class PredictionPipeline:
         queue_limit: int,
         request_timeout_s: float,
         threads: int = 0,
-        decode_on_device: bool = False,
+        decode_in_batch: bool = False,
     ) -> None:
         """``threads``: the inference threads in all, which a batch may use when it runs while
-        the other workers are idle (0: torch's current setting). ``decode_on_device``: plain
-        JPEGs are decoded in the batch on the classifier's device (module docstring)."""
+        the other workers are idle (0: torch's current setting). ``decode_in_batch``: plain
+        JPEGs are decoded in the batch by the inference thread (module docstring)."""
         self.classifier = classifier
-        self.decode_on_device = decode_on_device
+        self.decode_in_batch = decode_in_batch
         self.lanes = lanes
         self.inspect_pool = inspect_pool
         self.metrics = metrics
@@ -160,12 +163,12 @@ class PredictionPipeline:
         return [self._finish(outcome) for outcome in batched]
 
     async def _decode_then_submit(
-        self, images: list[bytes], charge: Charge, on_device: bool = True
+        self, images: list[bytes], charge: Charge, in_batch: bool = True
     ) -> list[tuple[BatchedResult, float] | ApiError]:
         announced = _Announcements(self.batcher)
         try:
             decoded = await asyncio.gather(
-                *(self._decode(data, charge, announced, on_device) for data in images)
+                *(self._decode(data, charge, announced, in_batch) for data in images)
             )
             for tensor, _ in decoded:  # backpressure on any image holds back the whole request
                 if isinstance(tensor, ApiError) and tensor.status == 503:
@@ -196,18 +199,18 @@ class PredictionPipeline:
                 retry.append(i)
         if retry:
             again = await self._decode_then_submit(
-                [images[i] for i in retry], charge, on_device=False
+                [images[i] for i in retry], charge, in_batch=False
             )
             for i, outcome in zip(retry, again, strict=True):
                 outcomes[i] = outcome
         return outcomes
 
     async def _decode(
-        self, data: bytes, charge: Charge, announced: _Announcements, on_device: bool = True
+        self, data: bytes, charge: Charge, announced: _Announcements, in_batch: bool = True
     ) -> Decoded:
-        """inspect -> admit -> decode one image (or pass a plain JPEG on to be decoded on the
-        device, when ``on_device`` and the pipeline does that). Never raises for the image's
-        own faults."""
+        """inspect -> admit -> decode one image (or pass a plain JPEG on to be decoded in the
+        batch, when ``in_batch`` and the pipeline does that). Never raises for the image's own
+        faults."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         outcome: np.ndarray | EncodedJpeg | ApiError
@@ -219,11 +222,21 @@ class PredictionPipeline:
                 self.classifier.spec.input_size,
                 self.max_pixels,
             )
-            if on_device and self.decode_on_device and decodes_on_device(cost):
-                # Decoded in the batch, in device memory: nothing to charge against the host
-                # budget beyond the upload's bytes, charged as they arrived.
+            if in_batch and self.decode_in_batch and decodes_on_device(cost):
+                if self.classifier.device.type == "cpu":
+                    # Decoded in this process's memory: charged like a decode process's, and
+                    # held until the request ends (the batch decodes it later).
+                    await charge.add(
+                        cost.decoded_bytes,
+                        what=f"decoding this {cost.width}x{cost.height} {cost.format} image",
+                        too_large_code="image_too_large",
+                    )
+                # On a GPU it is decoded in device memory: nothing beyond the upload's bytes
+                # (charged as they arrived) to charge against the host budget.
                 announced.expect()
-                return EncodedJpeg(data, cost.orientation), (time.perf_counter() - started) * 1e3
+                elapsed = time.perf_counter() - started  # inspect and admit; decoding follows
+                self.metrics.stage_latency.labels("decode").observe(elapsed)
+                return EncodedJpeg(data, cost.orientation), elapsed * 1000.0
             needs = cost.decoded_bytes + (HEAVY_PROCESS_BYTES if cost.heavy else 0)
             await charge.add(
                 needs,
@@ -265,8 +278,13 @@ class PredictionPipeline:
         """
         size = self.classifier.spec.input_size
         pixel = np.zeros((size, size, 3), dtype=np.uint8)
-        if self.decode_on_device:  # starts the device's JPEG decoder (nvJPEG: ~0.1-1 s)
-            self._score([EncodedJpeg(warm_up_jpeg(2 * size), 1)] * 2)
+        if self.decode_in_batch:  # starts the JPEG decoder (nvJPEG: ~0.1-1 s); no metrics
+            batch, rows, _ = self._assemble([EncodedJpeg(warm_up_jpeg(2 * size), 1)] * 2)
+            if rows:  # a decoder that fails here fails requests over to the processes later
+                self.classifier.predict_probabilities(batch)
+            else:
+                logger.warning("decoding JPEGs in the batch failed at warm-up; each such JPEG "
+                               "will be decoded again by the decode processes")
         for n in batch_sizes:
             self.classifier.predict_probabilities(stack_pixels([pixel] * n))
         with using_all_threads(self.threads):
@@ -302,15 +320,21 @@ class PredictionPipeline:
             return stack_pixels(items), list(range(len(items))), 0.0
         started = time.perf_counter()
         device = self.classifier.device
-        size = self.classifier.spec.input_size
-        on_device = decode_batch(
-            [items[i].data for i in jpegs], [items[i].orientation for i in jpegs], size, device
-        )
         # (S, S, 3) per image, so one stack gives the channels_last batch the CPU path gives
-        hwc: dict[int, torch.Tensor] = {
-            i: image.permute(1, 2, 0) for i, image in zip(jpegs, on_device, strict=True)
-            if image is not None
-        }
+        hwc: dict[int, torch.Tensor] = {}
+        if device.type == "cpu":
+            # Pillow, as the decode processes would, minus the hand-off to them (~1.6 ms)
+            for i in jpegs:
+                pixels = self._decode_here(items[i].data)
+                if pixels is not None:
+                    hwc[i] = torch.from_numpy(pixels)
+        else:
+            on_device = decode_batch(
+                [items[i].data for i in jpegs], [items[i].orientation for i in jpegs],
+                self.classifier.spec.input_size, device,
+            )
+            hwc.update((i, image.permute(1, 2, 0))
+                       for i, image in zip(jpegs, on_device, strict=True) if image is not None)
         decoded = [i for i, item in enumerate(items) if not isinstance(item, EncodedJpeg)]
         if decoded:
             host = torch.from_numpy(np.stack([items[i] for i in decoded])).to(device)
@@ -318,6 +342,14 @@ class PredictionPipeline:
         rows = sorted(hwc)
         batch = torch.stack([hwc[i] for i in rows]).permute(0, 3, 1, 2) if rows else None
         return batch, rows, (time.perf_counter() - started) * 1000.0
+
+    def _decode_here(self, data: bytes) -> np.ndarray | None:
+        """A plain JPEG decoded in this (inference) thread with Pillow; None if it fails (the
+        decode processes then decode it again and report why)."""
+        try:
+            return prepare_pixels(data, self.classifier.spec, self.max_pixels)
+        except Exception:
+            return None
 
     # -- back on the event loop ------------------------------------------------------------
 

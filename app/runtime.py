@@ -47,11 +47,6 @@ SUPERVISE_EVERY_S = 0.5
 EXIT_WORKER_LOST = 70  # EX_SOFTWARE: an inference worker died and could not be restarted
 
 
-def decodes_on_model_device(setting: str, device: torch.device) -> bool:
-    """``INVASIVE_DECODE_DEVICE``: ``model`` always, ``auto`` when the model runs on CUDA."""
-    return setting == "model" or (setting == "auto" and device.type == "cuda")
-
-
 def warmup_batch_sizes(max_batch_size: int, every_size: bool = False) -> tuple[int, ...]:
     """1, 2, 4, ... up to and including ``max_batch_size``: the shapes traffic will produce.
 
@@ -164,7 +159,7 @@ class ServiceRuntime:
             queue_limit=s.queue_limit,
             request_timeout_s=s.request_timeout_s,
             threads=s.resolved_torch_threads,
-            decode_on_device=decodes_on_model_device(s.decode_device, classifier.device),
+            decode_in_batch=s.jpeg_decode == "batch",
         )
         self.batcher = self.pipeline.batcher
         self.metrics.track_queue_depth(lambda: self.batcher.queue_depth if self.batcher else 0)
@@ -199,14 +194,14 @@ class ServiceRuntime:
         self.accepting = True
         logger.info(
             "ready after %.2fs of warm-up: %d inference worker(s) x %d torch thread(s), "
-            "%d+%d decode processes, plain JPEGs decoded on %s, memory budget %d MiB",
+            "%d+%d decode processes, plain JPEGs decoded %s, memory budget %d MiB",
             self.warmup_seconds,
             self.inference_workers,
             self.threads_per_worker,
             s.resolved_decode_processes,
             s.heavy_decode_processes,
-            f"the model's device ({classifier.device})" if self.pipeline.decode_on_device
-            else "the decode processes",
+            f"in the batch ({'nvJPEG' if classifier.device.type == 'cuda' else 'Pillow'})"
+            if self.pipeline.decode_in_batch else "by the decode processes",
             s.memory_budget_mb,
         )
 

@@ -189,7 +189,7 @@ class ModelInfo(BaseModel):
                     "load_seconds": 0.41,
                     "warmup_seconds": 1.2,
                     "max_batch_size": 16,
-                    "jpeg_decoding": "processes",
+                    "jpeg_decoding": "batch",
                     "cost": {"members": 1, "forward_passes_per_image": 1,
                              "gflops_per_image": 3.63},
                     "metadata": {"format": "invasive-species-checkpoint", "metrics": {}},
@@ -216,10 +216,10 @@ class ModelInfo(BaseModel):
     load_seconds: float | None
     warmup_seconds: float | None
     max_batch_size: int
-    jpeg_decoding: Literal["processes", "model_device"] = Field(
-        description="where plain JPEGs are decoded (INVASIVE_DECODE_DEVICE): 'processes' (the "
-        "CPU decode processes, Pillow) or 'model_device' (in the batch, on the model's device: "
-        "nvJPEG on CUDA); other images always by the processes"
+    jpeg_decoding: Literal["batch", "processes"] = Field(
+        description="where plain JPEGs are decoded (INVASIVE_JPEG_DECODE): 'batch' (by the "
+        "inference thread before the forward pass: Pillow on a CPU, nvJPEG on CUDA) or "
+        "'processes' (the decode processes); other images always by the processes"
     )
     cost: ModelCost
     metadata: dict[str, Any] = Field(description="the checkpoint's full metadata")

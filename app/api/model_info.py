@@ -59,7 +59,7 @@ async def model_info(
         load_seconds=runtime.load_seconds,
         warmup_seconds=runtime.warmup_seconds,
         max_batch_size=runtime.settings.max_batch_size,
-        jpeg_decoding="model_device" if pipeline.decode_on_device else "processes",
+        jpeg_decoding="batch" if pipeline.decode_in_batch else "processes",
         cost=await asyncio.to_thread(  # the first call counts (~50 ms a member): off the loop
             model_cost, meta.arch, len(meta.class_names), meta.input_size,
             meta.ensemble.members if meta.ensemble else 1),

@@ -45,7 +45,7 @@ def on_cpu(classifier: Classifier, decode: Callable[[Callable, list], Iterable])
 
 def on_device(classifier: Classifier) -> Callable:
     """Encoded plain JPEGs -> the batch the service builds when it decodes them on the model's
-    device (``INVASIVE_DECODE_DEVICE``: nvJPEG on CUDA)."""
+    device (``INVASIVE_JPEG_DECODE=batch``: nvJPEG on CUDA)."""
     size = classifier.spec.input_size
 
     def assemble(encoded: list[bytes]) -> torch.Tensor:

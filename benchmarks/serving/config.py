@@ -34,7 +34,7 @@ class RunConfig:
     # (empty: not measured).
     ceiling_eager_batch_sizes: tuple[int, ...] = (1, 16)
     # Also decode the JPEGs on the model's device in the ceiling loop (as the service does on
-    # CUDA, INVASIVE_DECODE_DEVICE); the ceiling is the best of both ways.
+    # CUDA, INVASIVE_JPEG_DECODE=batch); the ceiling is the best of both ways.
     ceiling_decode_on_device: bool = False
     device: str = "auto"
     precision: str = "auto"

@@ -3,7 +3,7 @@
 Same payloads and measurements as the CPU run, sized for a GPU host: resnet50, bf16 (fp16
 where bf16 is missing: precision ``auto``), batches up to 64, concurrency 1, 32 and 256, wrk on 4
 threads. Our service runs as it does by default on CUDA: the ``cudagraphs`` engine, plain JPEGs
-decoded on the GPU (nvJPEG, ``INVASIVE_DECODE_DEVICE=auto``). It is measured as one process, as
+decoded on the GPU (nvJPEG, ``INVASIVE_JPEG_DECODE=batch``). It is measured as one process, as
 6 server processes on one port (``ours-6proc``, ``INVASIVE_PROCESSES=6``: one event loop
 parses ~500 uploads/s), against itself decoding on the CPU (``ours-cpudecode``, the first
 H100 run's arrangement) and against LitServe; the naive server is left to the CPU table. The
@@ -68,7 +68,7 @@ def gpu_config(
         variants={
             f"ours-{GPU_PROCESSES}proc": {"INVASIVE_PROCESSES": str(GPU_PROCESSES),
                                           "INVASIVE_DECODE_PROCESSES": "0"},
-            "ours-cpudecode": {"INVASIVE_DECODE_DEVICE": "cpu"},
+            "ours-cpudecode": {"INVASIVE_JPEG_DECODE": "processes"},
         },
         litserve_workers=GPU_LITSERVE_WORKERS,
         wrk_threads=GPU_WRK_THREADS,

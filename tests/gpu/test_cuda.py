@@ -95,26 +95,26 @@ def _service(settings):
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
-@pytest.mark.parametrize(("engine", "decode_device"), [("eager", "cpu"), ("cudagraphs", "cpu"),
-                                                       ("cudagraphs", "auto")])
-def test_service_on_gpu_matches_offline_scoring(demo_checkpoint, engine, decode_device):
+@pytest.mark.parametrize(("engine", "jpeg_decode"), [("eager", "processes"),
+                                                     ("cudagraphs", "processes"),
+                                                     ("cudagraphs", "batch")])
+def test_service_on_gpu_matches_offline_scoring(demo_checkpoint, engine, jpeg_decode):
     from tests.app.conftest import isolated_settings
     from tests.app.images import field_photo
     from tests.app.test_device_decode import jpeg
 
     settings = isolated_settings(demo_checkpoint, device="cuda", precision="fp32", engine=engine,
-                                 decode_device=decode_device)
+                                 jpeg_decode=jpeg_decode)
     offline = Classifier.from_checkpoint(demo_checkpoint, "cuda", "fp32")
     files = {f"p{i}.jpg": jpeg(field_photo(size, seed=90 + i))
              for i, size in enumerate([(640, 480), (50, 40), (300, 200), (4032, 3024)])}
     files["blocks.jpg"] = jpeg_bytes((640, 480), seed=95)  # hard 8x8 edges: the worst case
     # nvJPEG (full size, block average) against Pillow's scaled IDCT: 0.1-0.45 grey levels
-    tolerance = 2e-2 if decode_device == "auto" else FP32_ON_GPU
+    tolerance = 2e-2 if jpeg_decode == "batch" else FP32_ON_GPU
     with _service(settings) as service:
         model = service.get("/v1/model").json()
         assert model["device"].startswith("cuda"), model
-        assert model["jpeg_decoding"] == ("model_device" if decode_device == "auto"
-                                          else "processes")
+        assert model["jpeg_decoding"] == jpeg_decode
         running = service.app.state.runtime.classifier.engine
         assert running.name == engine
         if engine == "cudagraphs":  # warm-up recorded every batch size: no request pays one
@@ -127,7 +127,7 @@ def test_service_on_gpu_matches_offline_scoring(demo_checkpoint, engine, decode_
             want = offline.predict_probabilities(prepare_input(data, offline.spec)[None])[0]
             worst = max(worst, float(np.abs(got - want).max()))
             np.testing.assert_allclose(got, want, atol=tolerance, err_msg=name)
-        print(f"service {engine}, decode {decode_device}: max |p - offline| {worst:.2e}")
+        print(f"service {engine}, JPEGs decoded in {jpeg_decode}: max |p - offline| {worst:.2e}")
         batch = service.post(
             "/v1/predict/batch", files=[("files", (n, d, "image/jpeg")) for n, d in files.items()]
         )
@@ -168,9 +168,9 @@ def test_hostile_jpegs_on_nvjpeg_get_the_answers_the_processes_give(demo_checkpo
     from tests.app.conftest import isolated_settings
     from tests.app.test_device_decode import hostile_jpegs
 
-    settings = {d: isolated_settings(demo_checkpoint, device="cuda", decode_device=d)
-                for d in ("cpu", "model")}
-    with _service(settings["cpu"]) as by_processes, _service(settings["model"]) as on_gpu:
+    settings = {d: isolated_settings(demo_checkpoint, device="cuda", jpeg_decode=d)
+                for d in ("processes", "batch")}
+    with _service(settings["processes"]) as by_processes, _service(settings["batch"]) as on_gpu:
         for name, data in hostile_jpegs().items():
             want = by_processes.post("/v1/predict", files={"file": ("x.jpg", data)})
             got = on_gpu.post("/v1/predict", files={"file": ("x.jpg", data)})
