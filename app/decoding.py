@@ -16,8 +16,9 @@ Each lane's backlog is bounded (images scheduled and not yet decoded): beyond it
 503 ``queue_full`` at once, so overload is shed at the door instead of turning into seconds of
 waiting (the batcher's queue is bounded the same way).
 
-Decoding happens here on both CPU and CUDA hosts (one placement policy): the inference threads
-only stack decoded arrays and run the model.
+Plain JPEGs (one scan, YCbCr, complete, light) are the exception by default: the inference
+threads decode them in the batch (``INVASIVE_JPEG_DECODE=batch``, :mod:`app.pipeline`), and they
+come here only when that fails or ``INVASIVE_JPEG_DECODE=processes``.
 """
 
 from __future__ import annotations
