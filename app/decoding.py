@@ -161,7 +161,9 @@ class DecodeLanes:
             self.backlog[heavy] -= 1
 
 
-def tiny_jpeg() -> bytes:
+def tiny_jpeg(side: int = 1) -> bytes:
+    """A plain (baseline, YCbCr) JPEG of ``side`` x ``side`` for warm-ups; 1 fits any pixel
+    limit."""
     buffer = io.BytesIO()
-    Image.new("RGB", (1, 1), (90, 140, 60)).save(buffer, format="JPEG")  # fits any pixel limit
+    Image.new("RGB", (side, side), (90, 140, 60)).save(buffer, format="JPEG")
     return buffer.getvalue()

@@ -29,7 +29,6 @@ gone, shutdown) kills its decodes and drops its queued images.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections.abc import Sequence
@@ -38,11 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from app.admission import Charge
 from app.batcher import BatchedResult, BatchFailedError, MicroBatcher, QueueFullError
-from app.decoding import DecodeLanes
+from app.decoding import DecodeLanes, tiny_jpeg
 from app.errors import ApiError, queue_full_error, unavailable
 from app.metrics import ServiceMetrics
 from model.device_jpeg import decode_batch, decodes_on_device
@@ -279,7 +277,7 @@ class PredictionPipeline:
         size = self.classifier.spec.input_size
         pixel = np.zeros((size, size, 3), dtype=np.uint8)
         if self.decode_in_batch:  # starts the JPEG decoder (nvJPEG: ~0.1-1 s); no metrics
-            batch, rows, _ = self._assemble([EncodedJpeg(warm_up_jpeg(2 * size), 1)] * 2)
+            batch, rows, _ = self._assemble([EncodedJpeg(tiny_jpeg(2 * size), 1)] * 2)
             if rows:  # a decoder that fails here fails requests over to the processes later
                 self.classifier.predict_probabilities(batch)
             else:
@@ -395,10 +393,3 @@ class _Announcements:
         if self.count:
             self.batcher.withdraw(self.count)
             self.count = 0
-
-
-def warm_up_jpeg(side: int) -> bytes:
-    """A plain (baseline, YCbCr) JPEG of ``side`` x ``side`` for warming the device decoder."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (side, side), (90, 140, 60)).save(buffer, format="JPEG")
-    return buffer.getvalue()

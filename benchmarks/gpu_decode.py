@@ -6,9 +6,11 @@ device="cuda")`` could take it over. Both paths run on the same photos, as serve
 as a phone sends them (re-encoded at 4032x3024), at batch 16 and 64:
 
 - cpu: ``prepare_pixels`` on one thread per core, ``stack_pixels``, ``.to("cuda")``;
-- gpu: one batched ``decode_jpeg`` on CUDA, per image antialiased bilinear ``interpolate``,
-  uint8 batch. nvJPEG decodes at full size and ignores EXIF orientation, so the pixels differ:
-  the parity section says by how much, on the model's uint8 input.
+- gpu: what the service runs (``model.device_jpeg.decode_batch``): one batched ``decode_jpeg``
+  on CUDA, Pillow's draft copied by a block average, antialiased squash, uint8 batch. nvJPEG
+  decodes at full size, so the pixels differ slightly: the parity section says by how much, on
+  the model's uint8 input. (The first H100 run's figures came from an earlier version of this
+  path with no block average.)
 
 Figures: images/s and host CPU-ms per image (process CPU time of all threads). Results go to
 ``OUT/results.json`` and ``OUT/results.md``, rewritten after every measurement; a failing one
@@ -44,6 +46,7 @@ from benchmarks.serving.fixtures import (
     reencode,
 )
 from benchmarks.serving.servers import cpu_model
+from model.device_jpeg import decode_batch
 from model.imaging import decode_image
 from model.preprocessing import PreprocessSpec, prepare_pixels, resize_for_model, stack_pixels
 
@@ -71,24 +74,13 @@ def cpu_batch(
     return stack_pixels(pixels).to(device)
 
 
-def gpu_batch(buffers: Sequence[bytearray], size: int, device: str) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    # Callers start each batch with the device idle (``measure`` waits after every batch): the
-    # CUDA decoder writes on a stream of its own that does not wait for the caller's, so memory
-    # that queued kernels still read could be overwritten (pytorch/vision PR 9606).
-    encoded = [torch.frombuffer(buf, dtype=torch.uint8) for buf in buffers]
-    decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
-    if isinstance(decoded, torch.Tensor):  # a single tensor in some versions; a list expected
-        decoded = list(decoded) if decoded.dim() == 4 else [decoded]
-    out = []
-    for img in decoded:
-        resized = torch.nn.functional.interpolate(
-            img[None].float(), size=(size, size), mode="bilinear", antialias=True,
-            align_corners=False,
-        )
-        out.append(resized.round_().clamp_(0, 255).to(torch.uint8)[0])
-    return torch.stack(out)
+def gpu_batch(buffers: Sequence[bytes], size: int, device: str) -> torch.Tensor:
+    """The service's own device path (``model.device_jpeg.decode_batch``: one batched nvJPEG
+    decode, the draft's block average, antialiased squash) stacked into one uint8 batch."""
+    images = decode_batch(buffers, [1] * len(buffers), size, torch.device(device))
+    if any(image is None for image in images):
+        raise RuntimeError("the device decoder failed on a benchmark photo")
+    return torch.stack(images)
 
 
 def _sync(device: str) -> None:

@@ -403,7 +403,7 @@ def _check_jpeg(data: bytes) -> _Facts:
     # (or another marker) after the last. A single-scan image is done with its last block, and
     # a few stray bytes after a cut are enough for that, so only its decode can tell.
     multi_scan = marker in _JPEG_PROGRESSIVE or payload[0] < len(comps)
-    scans, others, walked, cut, last_was_scan = 1, 0, 0, False, True
+    scans, others, walked, cut, last_was_scan, ended = 1, 0, 0, False, True, False
     while walked < _JPEG_COUNT_LIMIT:
         found = _JPEG_MARKER.search(data, pos)
         if found is None:
@@ -414,6 +414,7 @@ def _check_jpeg(data: bytes) -> _Facts:
         walked += 1
         marker = data[found.start() + 1]
         if marker == 0xD9:
+            ended = True
             break
         if marker == 0xD8:
             pos = found.end()
@@ -442,7 +443,7 @@ def _check_jpeg(data: bytes) -> _Facts:
     facts.scans = scans
     # A single scan ending in EOI: a file cut short (no EOI) stays with Pillow, which refuses it.
     facts.plain_jpeg = (
-        complete and found is not None and marker == 0xD9 and scans == 1 and not multi_scan
+        complete and ended and scans == 1 and not multi_scan
         and sof[0] in _JPEG_BASELINE and len(comps) == 3
     )
     if comps and (multi_scan or scans > 1):
