@@ -6,14 +6,27 @@ answers 503 (predictions are still served) for ``drain_seconds``; then uvicorn's
 shutdown runs: stop listening, finish the requests in flight, and the lifespan shutdown finishes
 the queued work. A second signal skips the rest of the drain. While draining, every response
 says ``Connection: close``, so clients do not reuse a connection the server is about to close.
+
+Closing a listening socket resets the connections in its accept queue: clients that connected
+and sent their request just before the port closed would lose it (seen in CI as a ReadError).
+So before uvicorn closes the port, :func:`stop_new_connections` makes the kernel drop new SYNs
+(such a client retries its SYN about a second later and is refused then, having sent nothing),
+the accept queue empties into the server, and connections accepted without a request yet get a
+moment to send it; only then does uvicorn's shutdown close the port and idle connections.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
 import logging
 import os
 import signal
+import socket
+import struct
 import threading
+import time
 from types import FrameType
 
 import uvicorn
@@ -35,6 +48,40 @@ MMAP_THRESHOLD_BYTES = 1024 * 1024
 def return_decoders_freed_memory_to_the_os() -> None:
     """Fix glibc's mmap threshold in decode processes started from now on."""
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD_BYTES))
+
+
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux; Python does not name it
+# A classic-BPF socket filter. On a TCP socket it sees the segment from its TCP header on; byte 13
+# holds the flags. Drop a SYN without ACK (a new connection); pass everything else, so handshakes
+# already under way complete and join the accept queue.
+_DROP_NEW_SYNS = [
+    (0x30, 0, 0, 13),  # ldb [13]
+    (0x54, 0, 0, 0x12),  # and #(SYN|ACK)
+    (0x15, 0, 1, 0x02),  # jeq #SYN, next, skip one
+    (0x06, 0, 0, 0),  # ret #0: drop
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1: keep the whole segment
+]
+SETTLE_MIN_S = 0.1  # a handshake that was under way when new SYNs stopped completes in one RTT
+SETTLE_MAX_S = 1.0  # bounds each of the two waits before the port closes
+
+
+def stop_new_connections(sock: socket.socket) -> bool:
+    """Make the kernel drop new connection attempts to a listening socket; False if it can't."""
+    code = b"".join(struct.pack("HBBI", *insn) for insn in _DROP_NEW_SYNS)
+    program = ctypes.create_string_buffer(code)
+    fprog = struct.pack("HL", len(_DROP_NEW_SYNS), ctypes.addressof(program))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    except OSError as exc:  # not Linux, or a socket type that takes no filter
+        logger.debug("cannot stop new connections before closing the port: %s", exc)
+        return False
+    return True
+
+
+def accept_queue_length(sock: socket.socket) -> int:
+    """Connections the kernel completed that the server has not accepted yet (Linux TCP_INFO)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+    return struct.unpack_from("I", info, 24)[0]  # tcpi_unacked: a listener's accept queue
 
 
 class DrainingServer(uvicorn.Server):
@@ -61,6 +108,32 @@ class DrainingServer(uvicorn.Server):
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if not self.force_exit:
+            await self._close_the_door_gently()
+        await super().shutdown(sockets)
+
+    async def _close_the_door_gently(self) -> None:
+        """Let every client that already connected get its request in before the port closes."""
+        listening = [sock for server in self.servers for sock in server.sockets]
+        started = time.monotonic()
+        if listening and all(stop_new_connections(sock) for sock in listening):  # type: ignore[arg-type]
+            await asyncio.sleep(SETTLE_MIN_S)
+            while time.monotonic() - started < SETTLE_MAX_S:
+                with contextlib.suppress(OSError):
+                    if not any(accept_queue_length(sock) for sock in listening):  # type: ignore[arg-type]
+                        break
+                await asyncio.sleep(0.01)
+        # uvicorn's shutdown closes connections with no request under way: give the ones accepted
+        # a moment ago time to send theirs (h11 starts a request cycle once the headers are in).
+        waited = time.monotonic()
+        while time.monotonic() - waited < SETTLE_MAX_S and any(
+            getattr(conn, "cycle", True) is None for conn in self.server_state.connections
+        ):
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
+        logger.info("stopped taking connections in %.2fs; closing the port", elapsed)
 
 
 class CloseConnectionsWhileDraining:

@@ -1,8 +1,11 @@
 """Graceful drain with a real process: SIGTERM -> readiness 503 -> still serving -> port closes.
 
 A client polls readiness and keeps sending predictions on fresh connections while the service
-is told to stop. Every request that reached the service must get its answer; only requests
-that could not connect at all (the port already closed) may fail.
+is told to stop; more clients open a fresh connection for every liveness probe, so connections
+are always arriving when the port closes. Every request that reached the service must get its
+answer; only requests that could not connect at all (the port already closed) may fail. (A port
+closed with connections in its accept queue resets them: their requests were lost; see
+app/server.py.)
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections import Counter
 
 import httpx
 
@@ -34,6 +38,17 @@ def test_sigterm_drains_before_the_port_closes(service_checkpoint):
                 events.append((time.monotonic(), "ready", f"lost:{type(exc).__name__}"))
             time.sleep(0.05)
 
+    def live_loop(base: str) -> None:  # many short connections: some always await accept()
+        while not stop.is_set():
+            try:
+                status = httpx.get(f"{base}/health/live", timeout=5).status_code
+                events.append((time.monotonic(), "live", str(status)))
+            except httpx.ConnectError:
+                events.append((time.monotonic(), "live", "refused"))
+                time.sleep(0.05)
+            except httpx.TransportError as exc:
+                events.append((time.monotonic(), "live", f"lost:{type(exc).__name__}"))
+
     def predict_loop(base: str, seed: int) -> None:
         photo = jpeg_bytes((320, 240), seed=seed)
         while not stop.is_set():
@@ -55,6 +70,7 @@ def test_sigterm_drains_before_the_port_closes(service_checkpoint):
         threads += [
             threading.Thread(target=predict_loop, args=(service.base_url, seed)) for seed in (1, 2)
         ]
+        threads += [threading.Thread(target=live_loop, args=(service.base_url,)) for _ in range(3)]
         for thread in threads:
             thread.start()
         time.sleep(1.0)
@@ -78,7 +94,7 @@ def test_sigterm_drains_before_the_port_closes(service_checkpoint):
     ]
     print(
         f"SIGTERM at +0.00s; readiness 503 at +{(not_ready_at or 0) - sigterm_at:.2f}s; "
-        f"port refused at +{(refused_at or 0) - sigterm_at:.2f}s; exited at "
+        f"first refusal seen at +{(refused_at or 0) - sigterm_at:.2f}s; exited at "
         f"+{exited_at - sigterm_at:.2f}s; {served_while_draining.count('200')} predictions "
         f"answered 200 while draining; {len(events)} client events"
     )
@@ -89,6 +105,9 @@ def test_sigterm_drains_before_the_port_closes(service_checkpoint):
     assert exited_at - sigterm_at >= DRAIN_S, "the drain period was cut short"
     outcomes = {o for _, k, o in events if k == "predict"}
     assert outcomes <= {"200", "refused"}, f"an accepted request was lost or refused: {outcomes}"
+    live = Counter(o for _, k, o in events if k == "live")
+    print(f"liveness probes on fresh connections: {dict(live)}")
+    assert set(live) <= {"200", "refused"}, f"a connected probe was lost: {dict(live)}"
     assert service.process.returncode in (0, -signal.SIGTERM)
     assert "Traceback" not in log, log
     assert "Application shutdown complete" in log
