@@ -63,6 +63,7 @@ _DROP_NEW_SYNS = [
 ]
 SETTLE_MIN_S = 0.1  # a handshake that was under way when new SYNs stopped completes in one RTT
 SETTLE_MAX_S = 1.0  # bounds each of the two waits before the port closes
+CLOSING_MAX_S = 2 * SETTLE_MAX_S  # the most closing the port adds to a shutdown
 
 
 def stop_new_connections(sock: socket.socket) -> bool:

@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from app.server import CLOSING_MAX_S
 from tests.deploy.kube import (
     EXTRAS,
     K8S_VERSIONS,
@@ -131,6 +132,7 @@ def test_grace_period_covers_prestop_drain_and_requests_in_flight(overlay: str) 
     needed = (
         prestop_seconds(api)
         + settings.drain_seconds
+        + CLOSING_MAX_S
         + settings.request_timeout_s
         + settings.decode_timeout_s  # the lifespan shutdown's longest wait: a stuck decode
     )
