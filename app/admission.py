@@ -4,8 +4,13 @@ Counting requests or files does not bound memory: a 112 KB PNG can decode to 300
 files of 20 MiB are 640 MB of upload. So a request charges what it will hold, as it goes: the
 upload bytes as they are received, and each image's decoded size (read from its header by
 ``model.inspection``) just before that image is decoded, released once the decode is done. Work
-that does not fit waits up to ``wait_s`` for others to finish, then is refused with 503 +
-``Retry-After``; a request that could never fit, even alone, gets 413.
+that does not fit waits for others to finish, up to ``wait_s`` *per request in all*, then is
+refused with 503 + ``Retry-After``; a request that could never fit, even alone, gets 413.
+
+The wait is counted per request, not per charge: an upload is charged chunk by chunk (64-256
+KB at a time), and with a wait for each one a 16 MB upload under sustained pressure got room
+just in time, chunk after chunk, and took over a minute to be received (benchmarks/soak at 2x
+capacity: 13-16 uploads past the client's 60 s). Now it is refused once its waits add up.
 
 Whatever fits goes ahead, even past an earlier, larger waiter (first fit, not strict FIFO): a
 16-bit 7000x7000 PNG waiting for 400 MB must not hold up the 1 MB of an ordinary photo behind it
@@ -40,15 +45,17 @@ class MemoryBudget:
         """A new, empty charge for one request (``async with budget.charge() as charge``)."""
         return Charge(self)
 
-    async def _acquire(self, n: int) -> None:
+    async def _acquire(self, n: int, wait_s: float) -> None:
         if self.in_use + n <= self.capacity:
             self._take(n)
             return
+        if wait_s <= 0:
+            raise TimeoutError
         future = asyncio.get_running_loop().create_future()
         entry = (n, future)
         self._waiters.append(entry)
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.wait_s)
+            await asyncio.wait_for(asyncio.shield(future), wait_s)
         except BaseException:  # timed out or cancelled: give back what was granted meanwhile
             if future.done() and not future.cancelled():
                 self._release(n)
@@ -90,12 +97,14 @@ class Charge:
     def __init__(self, budget: MemoryBudget) -> None:
         self.budget = budget
         self.held = 0
+        self.waited_s = 0.0  # for room, over all of this request's charges
 
     async def add(
         self, n: int, what: str = "the request", too_large_code: str = "payload_too_large"
     ) -> None:
         """Hold ``n`` more bytes, waiting for room; 413 ``too_large_code`` if this request
-        alone could never fit, 503 ``at_capacity`` if no room came within the wait."""
+        alone could never fit, 503 ``at_capacity`` if no room came before the request's
+        waits added up to the budget's ``wait_s``."""
         if n <= 0:
             return
         if self.held + n > self.budget.capacity:
@@ -105,14 +114,19 @@ class Charge:
                 f"{what} needs {_mb(self.held + n)} of memory, over the service's memory "
                 f"budget of {_mb(self.budget.capacity)} (INVASIVE_MEMORY_BUDGET_MB)",
             )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            await self.budget._acquire(n)
+            await self.budget._acquire(n, self.budget.wait_s - self.waited_s)
         except TimeoutError:
             raise unavailable(
                 "at_capacity",
                 f"the service's memory budget is in use by other requests ({what} needs "
-                f"{_mb(n)}); retry shortly",
+                f"{_mb(n)}; this request waited {self.waited_s + loop.time() - started:.1f} s "
+                "for room in all); retry shortly",
             ) from None
+        finally:
+            self.waited_s += loop.time() - started
         self.held += n
 
     def give_back(self, n: int) -> None:

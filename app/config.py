@@ -137,7 +137,8 @@ class Settings(BaseSettings):
         2.0,
         ge=0,
         le=60,
-        description="how long work that does not fit the memory budget waits before 503",
+        description="how long a request whose work does not fit the memory budget may wait for "
+        "room, in all (upload chunks and decodes together), before 503 at_capacity",
     )
     receive_timeout_s: float = Field(
         120.0,

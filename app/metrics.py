@@ -82,6 +82,13 @@ class ServiceMetrics:
             "Inference threads that died and were restarted by the supervisor",
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "invasive_event_loop_lag_seconds",
+            "How late the event loop runs a callback that is due (sampled every 25 ms): tenths "
+            "of a second with short queues mean one process cannot parse the uploads it gets",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
         self.draining = Gauge(
             "invasive_draining", "1 from SIGTERM until the port closes (readiness 503)", registry=r
         )

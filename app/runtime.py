@@ -28,6 +28,7 @@ from app.admission import MemoryBudget
 from app.batcher import MicroBatcher
 from app.config import Settings
 from app.decoding import DecodeLanes, tiny_jpeg
+from app.loop_lag import LoopLag
 from app.metrics import ServiceMetrics
 from app.pipeline import PredictionPipeline
 from model.checkpoint import CheckpointError
@@ -90,6 +91,7 @@ class ServiceRuntime:
         self.engine_conversion_seconds = _engine_gauge(metrics)
         self._warmup_lock = threading.Lock()
         self._alone_warmed = False  # one worker has warmed the all-threads engine
+        self.loop_lag = LoopLag(observe=metrics.loop_lag.observe)
 
     async def start(self) -> None:
         s = self.settings
@@ -191,6 +193,7 @@ class ServiceRuntime:
         self.metrics.warmup_seconds.set(self.warmup_seconds)
         self._supervisor = asyncio.create_task(self._supervise(), name="supervisor")
         self._set_ready(True)
+        self.loop_lag.start()
         self.accepting = True
         logger.info(
             "ready after %.2fs of warm-up: %d inference worker(s) x %d torch thread(s), "
@@ -265,6 +268,7 @@ class ServiceRuntime:
         """Finish what is queued, then release threads and processes."""
         self._set_ready(False, "shutting down")
         self.accepting = False
+        await self.loop_lag.stop()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -110,3 +110,49 @@ def test_a_cancelled_waiter_leaves_no_charge_behind():
         return budget.in_use, len(budget._waiters)
 
     assert run(main()) == (0, 0)
+
+
+def test_a_request_s_waits_add_up_to_one_wait_in_all():
+    """An upload charged chunk by chunk, each chunk granted just in time, is refused once its
+    waits add up to ``wait_s``: a wait per chunk let a 16 MB upload take over a minute."""
+    budget = MemoryBudget(1000, wait_s=0.3)
+
+    async def main():
+        hog = budget.charge()
+        await hog.add(1000)
+        upload = budget.charge()
+        started = asyncio.get_running_loop().time()
+        chunks = 0
+        with pytest.raises(ApiError) as refused:
+            while True:  # each chunk gets room after 0.1 s, when the hog gives some back
+                asyncio.get_running_loop().call_later(0.1, hog.give_back, 100)
+                await upload.add(100)
+                chunks += 1
+        elapsed = asyncio.get_running_loop().time() - started
+        held = upload.held
+        await upload.__aexit__(None, None, None)
+        return chunks, elapsed, held, refused.value, budget.in_use - hog.held
+
+    chunks, elapsed, held, error, leaked = run(main())
+    assert chunks in (2, 3)  # 0.1 s each, then the third or fourth wait crosses 0.3 s in all
+    assert elapsed < 1.0  # about 0.3 s: stopped, not granted chunk after chunk
+    assert held == chunks * 100
+    assert (error.status, error.code) == (503, "at_capacity")
+    assert "s for room in all" in error.message
+    assert leaked == 0
+
+
+def test_room_that_is_free_needs_no_wait_even_after_the_waits_are_spent():
+    budget = MemoryBudget(1000, wait_s=0.05)
+
+    async def main():
+        hog = budget.charge()
+        await hog.add(1000)
+        request = budget.charge()
+        with pytest.raises(ApiError):
+            await request.add(10)  # waits 0.05 s: spent
+        hog.give_back(500)
+        await request.add(10)  # fits at once: granted, no waiting needed
+        return request.held
+
+    assert run(main()) == 10

@@ -130,7 +130,8 @@ def test_the_script_calls_the_api_the_service_has(client):
     assert '"file"' in script and '"files"' in script
     # Every error code the service documents that a photo can get has plain words.
     for code in ("unsupported_media_type", "corrupt_image", "empty_file", "image_too_large",
-                 "image_too_complex", "decode_timeout", "unauthorized", "queue_full"):
+                 "image_too_complex", "decode_timeout", "unauthorized", "queue_full",
+                 "at_capacity", "request_timeout"):
         assert f"{code}:" in script, code
 
 
