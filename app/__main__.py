@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from app.head_timeout import with_head_timeout
     from app.main import create_app
     from app.server import DrainingServer, return_decoders_freed_memory_to_the_os
 
@@ -107,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         workers=1,  # INVASIVE_PROCESSES > 1 runs several of these (app.processes)
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
-        # h11 bounds the request line + headers (httptools has no such limit): 400 above it.
-        http="h11",
+        # h11 bounds the request line + headers (httptools has no such limit): 400 above it;
+        # app.head_timeout adds a deadline for them.
+        http=with_head_timeout(settings.header_timeout_s),
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     server = DrainingServer(config, drain_seconds=settings.drain_seconds)

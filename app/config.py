@@ -140,6 +140,14 @@ class Settings(BaseSettings):
         description="how long a request whose work does not fit the memory budget may wait for "
         "room, in all (upload chunks and decodes together), before 503 at_capacity",
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="longest a connection may take to send a complete request head (after "
+        "connecting, or after its previous response); then 408 header_timeout and the "
+        "connection is closed, so idle or trickling connections cannot pile up",
+    )
     receive_timeout_s: float = Field(
         120.0,
         gt=0,
