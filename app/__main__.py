@@ -97,9 +97,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.head_timeout import with_head_timeout
     from app.main import create_app
-    from app.server import DrainingServer, return_decoders_freed_memory_to_the_os
+    from app.server import (
+        DrainingServer,
+        raise_open_file_limit,
+        return_decoders_freed_memory_to_the_os,
+    )
 
     return_decoders_freed_memory_to_the_os()
+    before, after = raise_open_file_limit()
+    if after > before:
+        logging.getLogger("app").info("open-file limit raised from %d to %d", before, after)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

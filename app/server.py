@@ -85,6 +85,29 @@ def accept_queue_length(sock: socket.socket) -> int:
     return struct.unpack_from("I", info, 24)[0]  # tcpi_unacked: a listener's accept queue
 
 
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_file_limit(wanted: int = OPEN_FILES_WANTED) -> tuple[int, int]:
+    """Raise this process's soft limit on open files toward its hard limit; (before, after).
+
+    Every connection holds a descriptor, and many desktops still start programs with a soft
+    limit of 1,024 (under a hard limit hundreds of times higher): 1,100 silent connections then
+    made the service refuse everyone else until they went away (measured, 2026-11-28).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):  # a sandbox may refuse it: keep what we have
+            return soft, soft
+        return soft, target
+    return soft, soft
+
+
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, drain_seconds: float) -> None:
         super().__init__(config)
