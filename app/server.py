@@ -32,6 +32,8 @@ from types import FrameType
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.head_timeout import close_late_heads
+
 logger = logging.getLogger("app")
 
 
@@ -132,6 +134,11 @@ class DrainingServer(uvicorn.Server):
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 10 == 0:  # once a second (uvicorn ticks every 0.1 s)
+            close_late_heads(self.server_state.connections, asyncio.get_running_loop().time())
+        return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if not self.force_exit:
