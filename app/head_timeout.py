@@ -28,11 +28,12 @@ logger = logging.getLogger("app")
 
 
 def _timeout_response(seconds: float) -> bytes:
-    body = json.dumps(
+    body = json.dumps(  # compact, like the app's own JSON answers
         error_body(
             "header_timeout",
             f"the request head did not arrive within {seconds:g} s (INVASIVE_HEADER_TIMEOUT_S)",
-        )
+        ),
+        separators=(",", ":"),
     ).encode()
     head = (
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
