@@ -46,7 +46,7 @@ class HeadTimeoutH11Protocol(H11Protocol):
     """:class:`H11Protocol` that knows when its request head is due (:func:`close_late_heads`).
 
     No timer per request: one armed and cancelled on every response made ordinary photos wait
-    ~0.8-1 s now and then (1 % of them, beside expensive decodes, in three soak runs; not with
+    ~0.8-1 s now and then (1 % of them, beside expensive decodes, in six soak runs; not with
     the deadline at 600 s, so the timers' churn, not their firing); the server sweeps its
     connections once a second instead (app/server.py).
     """
