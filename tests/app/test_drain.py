@@ -27,41 +27,30 @@ def test_sigterm_drains_before_the_port_closes(service_checkpoint):
     events: list[tuple[float, str, str]] = []  # (time, kind, outcome)
     stop = threading.Event()
 
-    def poll_ready(base: str) -> None:
+    def client_loop(kind: str, send, pause_s: float = 0.0) -> None:  # noqa: ANN001 - callable
+        """Call ``send()`` (a fresh connection each time) until stopped, logging each outcome."""
         while not stop.is_set():
             try:
-                status = httpx.get(f"{base}/health/ready", timeout=5).status_code
-                events.append((time.monotonic(), "ready", str(status)))
+                events.append((time.monotonic(), kind, str(send().status_code)))
             except httpx.ConnectError:
-                events.append((time.monotonic(), "ready", "refused"))
+                events.append((time.monotonic(), kind, "refused"))
+                time.sleep(0.05)
             except httpx.TransportError as exc:  # reached the server, got no answer
-                events.append((time.monotonic(), "ready", f"lost:{type(exc).__name__}"))
-            time.sleep(0.05)
+                events.append((time.monotonic(), kind, f"lost:{type(exc).__name__}"))
+            time.sleep(pause_s)
+
+    def poll_ready(base: str) -> None:
+        client_loop("ready", lambda: httpx.get(f"{base}/health/ready", timeout=5), pause_s=0.05)
 
     def live_loop(base: str) -> None:  # many short connections: some always await accept()
-        while not stop.is_set():
-            try:
-                status = httpx.get(f"{base}/health/live", timeout=5).status_code
-                events.append((time.monotonic(), "live", str(status)))
-            except httpx.ConnectError:
-                events.append((time.monotonic(), "live", "refused"))
-                time.sleep(0.05)
-            except httpx.TransportError as exc:
-                events.append((time.monotonic(), "live", f"lost:{type(exc).__name__}"))
+        client_loop("live", lambda: httpx.get(f"{base}/health/live", timeout=5))
 
     def predict_loop(base: str, seed: int) -> None:
         photo = jpeg_bytes((320, 240), seed=seed)
-        while not stop.is_set():
-            try:
-                response = httpx.post(
-                    f"{base}/v1/predict", files={"file": ("p.jpg", photo)}, timeout=30
-                )
-                events.append((time.monotonic(), "predict", str(response.status_code)))
-            except httpx.ConnectError:
-                events.append((time.monotonic(), "predict", "refused"))
-                time.sleep(0.05)
-            except httpx.TransportError as exc:
-                events.append((time.monotonic(), "predict", f"lost:{type(exc).__name__}"))
+        client_loop(
+            "predict",
+            lambda: httpx.post(f"{base}/v1/predict", files={"file": ("p.jpg", photo)}, timeout=30),
+        )
 
     started = time.monotonic()
     with running_service(service_checkpoint, drain_seconds=str(DRAIN_S)) as service:

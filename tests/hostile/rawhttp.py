@@ -272,3 +272,15 @@ def _finish(reader: _Reader, sent: int, error: str | None, started: float) -> Re
         )
     status, headers, body, _ = parsed
     return Response(status, headers, body, reader.buffer, sent, error or reader.error, elapsed)
+
+
+def read_response(sock: socket.socket, timeout: float = 10.0) -> Response:
+    """The next answer on a connection the caller writes to itself (a kept-alive one, say)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    reader = _Reader(sock)
+    while reader.final_response() is None and time.monotonic() < deadline:
+        if not reader.pull(min(0.5, deadline - time.monotonic())):
+            break
+    late = reader.final_response() is None and not reader.closed
+    return _finish(reader, 0, "timed out waiting for the answer" if late else None, started)
