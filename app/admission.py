@@ -45,13 +45,17 @@ class MemoryBudget:
         """A new, empty charge for one request (``async with budget.charge() as charge``)."""
         return Charge(self)
 
-    async def _acquire(self, n: int, wait_s: float) -> None:
-        if self.in_use + n <= self.capacity:
+    async def _acquire(self, n: int, wait_s: float) -> float:
+        """Take ``n`` bytes, waiting up to ``wait_s`` for room; the seconds waited (TimeoutError
+        when none came)."""
+        if self.in_use + n <= self.capacity:  # the usual case: no clock, no future
             self._take(n)
-            return
+            return 0.0
         if wait_s <= 0:
             raise TimeoutError
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        future = loop.create_future()
         entry = (n, future)
         self._waiters.append(entry)
         try:
@@ -64,6 +68,7 @@ class MemoryBudget:
                 self._remove(entry)
             raise
         # granted by _wake: the bytes are already counted as ours
+        return loop.time() - started
 
     def _take(self, n: int) -> None:
         self.in_use += n
@@ -114,19 +119,16 @@ class Charge:
                 f"{what} needs {_mb(self.held + n)} of memory, over the service's memory "
                 f"budget of {_mb(self.budget.capacity)} (INVASIVE_MEMORY_BUDGET_MB)",
             )
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         try:
-            await self.budget._acquire(n, self.budget.wait_s - self.waited_s)
+            self.waited_s += await self.budget._acquire(n, self.budget.wait_s - self.waited_s)
         except TimeoutError:
+            self.waited_s = self.budget.wait_s  # spent: any further wait is refused at once
             raise unavailable(
                 "at_capacity",
                 f"the service's memory budget is in use by other requests ({what} needs "
-                f"{_mb(n)}; this request waited {self.waited_s + loop.time() - started:.1f} s "
-                "for room in all); retry shortly",
+                f"{_mb(n)}; this request waited {self.waited_s:.1f} s for room in all); retry "
+                "shortly",
             ) from None
-        finally:
-            self.waited_s += loop.time() - started
         self.held += n
 
     def give_back(self, n: int) -> None:
