@@ -12,12 +12,15 @@
 #   tests     the CUDA tests (tests/gpu): model on GPU vs CPU, engines, the service on CUDA
 #   serving   benchmarks/serving/gpu.sh: ours (cudagraphs + nvJPEG; 6 processes; CPU decoding)
 #             vs the ceiling vs LitServe
+#   c1        benchmarks/serving/c1_trace.py: a lone request's time, stage by stage (only when
+#             STEPS names it)
 #   engines   benchmarks/gpu_engines.py: eager fp32/bf16, cudagraphs, onnxruntime, compile
 #   decode    benchmarks/gpu_decode.py: nvJPEG on the GPU vs the service's CPU decoding
 #   kaggle    benchmarks/kaggle_gpu_recipe.sh: training images/s of the Kaggle recipe
 #   compile   torch.compile beside eager (its cold compile alone takes minutes; only when STEPS
 #             names it)
-# Everything lands in $OUT (session.log, one .md per step, results.tar.gz with all files).
+# Everything lands in $OUT (session.log, one .md per step, results.tar.gz with all files, the
+# GPU memory samples gpu_memory.csv among them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHON=${PYTHON:-python3} PYTHONUNBUFFERED=1
@@ -72,6 +75,23 @@ if [ -d .bench-wheels ] && ! "$PYTHON" -c "import fastapi, litserve, pydantic_se
     fastapi-offline pebble litserve 2>&1 | tail -5 | tee -a "$LOG" >&2
 fi
 
+# GPU memory every 2 s, in all and per process: what each server process holds after warm-up
+# (8 processes did not fit an H100's 80 GB before the one-side-stream fix), and whether a step
+# left memory behind for the next.
+if command -v nvidia-smi >/dev/null; then
+  (
+    while sleep 2; do
+      now=$(date -u +%H:%M:%S)
+      nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits \
+        | sed "s/^/$now total,/"
+      nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits \
+        | sed "s/^/$now proc,/"
+    done > "$WORK/gpu_memory.csv" 2>/dev/null
+  ) &
+  sampler=$!
+  trap 'kill $sampler 2>/dev/null' EXIT
+fi
+
 if [ -n "$DRY_RUN" ]; then
   step tests 120 10 "$PYTHON" -m pytest tests/gpu -q -p no:cacheprovider
   step serving 300 60 bash benchmarks/serving/gpu.sh --dry-run --out "$WORK/serving"
@@ -83,9 +103,12 @@ if [ -n "$DRY_RUN" ]; then
 else
   step tests 90 40 "$PYTHON" -m pytest tests/gpu -v -s -p no:cacheprovider --timeout 80 \
     -k "not compile"
-  # four servers (ours, ours-6proc, ours-cpudecode, LitServe) and a two-way ceiling: ~6-7 min
+  # four servers (LitServe, ours, ours-6proc, ours-8proc) and a two-way ceiling: ~6-7 min
   step serving 420 150 bash benchmarks/serving/gpu.sh --out "$WORK/serving"
   # compile last and apart: inductor's cold compile of resnet50 outlasted 110 s on the H100
+  # where a lone request's time goes on a GPU host (c=1: 4.2 ms against 2.0 in-process)
+  step c1 90 45 "$PYTHON" -m benchmarks.serving.c1_trace --photos .bench-photos --requests 400 \
+    --env INVASIVE_ENGINE=cudagraphs
   step engines 90 40 "$PYTHON" -m benchmarks.gpu_engines --out "$WORK/engines" \
     --engines eager-fp32,eager,cudagraphs,onnxruntime
   step decode 45 20 "$PYTHON" -m benchmarks.gpu_decode --out "$WORK/decode"
@@ -95,9 +118,11 @@ else
     --engines eager,compile
 fi
 
-# What comes back: at most 8 files, no deeper than two folders: the log, each step's table,
-# and everything else in one archive.
+[ -n "${sampler:-}" ] && kill "$sampler" 2>/dev/null
+# What comes back: at most 8 files (the device's limit), no deeper than two folders: the log,
+# each step's table, and everything else in one archive.
 cp "$WORK/tests.log" "$OUT/tests.log" 2>/dev/null
+cp "$WORK/c1.log" "$OUT/c1.log" 2>/dev/null
 for pair in serving:serving engines:engines decode:decode compile:compile; do
   src=$WORK/${pair%%:*}/results.md
   [ -f "$src" ] && cp "$src" "$OUT/${pair#*:}.md"
