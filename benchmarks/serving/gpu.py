@@ -30,9 +30,10 @@ from benchmarks.serving.loadgen import LoadGeneratorMissing
 
 GPU_MAX_BATCH = 64
 GPU_LITSERVE_WORKERS = 4  # LitServe's docs: 1-4 workers per GPU; its decoding runs in them
-# The multi-process variants: N x (event loop + model copy). Measured on the H100 (2026-11-27):
-# 4 processes 1,956 uploads/s at c=256, 6 processes 2,943; 8 ran out of GPU memory at warm-up
-# (9.5 GB a process then, since cut: see model/engines/cudagraphs.py).
+# The multi-process variants: N x (event loop + model copy). H100 (2026-11-27): 4 processes
+# 1,956 uploads/s at c=256, 6 processes 2,943; 8 ran out of GPU memory at warm-up (9.5 GB a
+# process then). H200 (2026-11-28): 6 processes 3,668, 8 processes 4,486 (8.6 GB a process after
+# warm-up, up to 12.6 GB under phone photos); 10 reached 4,943 in a second call.
 GPU_PROCESSES = (6, 8)
 GPU_WRK_THREADS = 4  # thousands of uploads a second; wrk shares the host's cores with the server
 
