@@ -13,7 +13,7 @@
   run one forward pass; a batch that runs with the other workers idle uses all their threads.
 
 With ``decode_in_batch`` (``INVASIVE_JPEG_DECODE=batch``, the default), a *plain* JPEG (one
-Huffman scan, YCbCr, complete, light; see :func:`model.device_jpeg.decodes_on_device`) skips the
+Huffman scan, YCbCr, complete, light; see :func:`model.device_jpeg.decodes_in_batch`) skips the
 decode processes: its bytes join the batch, and the inference thread decodes them just before
 the forward pass. On a CPU that is the same Pillow decode, without the hand-off to a decode
 process (the 2-vCPU box: c=1 p50 17.1 -> 16.0 ms, c=32 78.9 -> 85.8 photos/s); on CUDA all of
@@ -43,7 +43,7 @@ from app.batcher import BatchedResult, BatchFailedError, MicroBatcher, QueueFull
 from app.decoding import DecodeLanes, tiny_jpeg
 from app.errors import ApiError, queue_full_error, unavailable
 from app.metrics import ServiceMetrics
-from model.device_jpeg import decode_batch, decodes_on_device
+from model.device_jpeg import decode_batch, decodes_in_batch
 from model.engines.base import using_all_threads
 from model.imaging import ImageDecodeError
 from model.inference import Classifier, Prediction
@@ -220,7 +220,7 @@ class PredictionPipeline:
                 self.classifier.spec.input_size,
                 self.max_pixels,
             )
-            if in_batch and self.decode_in_batch and decodes_on_device(cost):
+            if in_batch and self.decode_in_batch and decodes_in_batch(cost):
                 if self.classifier.device.type == "cpu":
                     # Decoded in this process's memory: charged like a decode process's, and
                     # held until the request ends (the batch decodes it later).

@@ -47,9 +47,11 @@ RESIZE_CHUNK_PIXELS = 64_000_000
 DRAFT_SCALES = (8, 4, 2, 1)
 
 
-def decodes_on_device(cost) -> bool:
-    """Whether an image inspected as ``cost`` (:class:`model.inspection.ImageCost`) is one this
-    module decodes: a plain, light JPEG of at most :data:`MAX_DEVICE_PIXELS`."""
+def decodes_in_batch(cost) -> bool:
+    """Whether an image inspected as ``cost`` (:class:`model.inspection.ImageCost`) is decoded
+    in the batch rather than by a decode process: a plain, light JPEG of at most
+    :data:`MAX_DEVICE_PIXELS`. On CUDA this module decodes it (nvJPEG); on a CPU the inference
+    thread does, with Pillow (``app.pipeline``)."""
     return cost.plain_jpeg and not cost.heavy and cost.source_pixels <= MAX_DEVICE_PIXELS
 
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from model.device_jpeg import (
     MAX_DEVICE_PIXELS,
     decode_batch,
-    decodes_on_device,
+    decodes_in_batch,
     draft_scale,
     orient,
 )
@@ -85,7 +85,7 @@ def test_an_image_the_decoder_fails_on_is_none_and_the_others_decode():
 def test_only_plain_light_jpegs_go_to_the_device():
     img = photo((400, 300), seed=3)
     plain = inspect_image(jpeg(img), 224)
-    assert plain.plain_jpeg and decodes_on_device(plain)
+    assert plain.plain_jpeg and decodes_in_batch(plain)
     assert plain.source_pixels == 400 * 300
 
     not_plain = {
@@ -96,7 +96,7 @@ def test_only_plain_light_jpegs_go_to_the_device():
     }
     for name, data in not_plain.items():
         cost = inspect_image(data, 224)
-        assert not cost.plain_jpeg and not decodes_on_device(cost), name
+        assert not cost.plain_jpeg and not decodes_in_batch(cost), name
 
     cut = jpeg(img)[:-2]  # no EOI: Pillow decides what a cut file gets
     assert not inspect_image(cut, 224).plain_jpeg
@@ -105,7 +105,7 @@ def test_only_plain_light_jpegs_go_to_the_device():
 def test_large_photos_stay_with_pillow():
     cost = inspect_image(jpeg(Image.new("RGB", (6000, 4500), (20, 90, 40))), 224)
     assert cost.plain_jpeg and cost.source_pixels > MAX_DEVICE_PIXELS
-    assert not decodes_on_device(cost)
+    assert not decodes_in_batch(cost)
 
 
 def _png(img: Image.Image) -> bytes:
