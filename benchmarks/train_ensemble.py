@@ -79,6 +79,10 @@ def main() -> int:
     parser.add_argument("--row", default=None, metavar="ID",
                         help="a train_recipes.json row: its recipe (then --set on top), and its "
                              "out-of-fold figures as the single model's (same folds, same recipe)")
+    parser.add_argument("--recipes", type=Path,
+                        default=ROOT / "benchmarks/results/train_recipes.json",
+                        help="the train_recipes.py summary holding --row (resnet18's later rows "
+                             "are in train_recipes_r.json)")
     parser.add_argument("--raw-dir", type=Path,
                         default=ROOT / "benchmarks/results/raw/train_ensemble")
     parser.add_argument("--summary", type=Path,
@@ -87,8 +91,10 @@ def main() -> int:
     started = time.perf_counter()
     row = None
     if args.row:
-        rows = json.loads((ROOT / "benchmarks/results/train_recipes.json").read_text())["rows"]
-        row = next(r for r in rows if r["id"] == args.row)
+        rows = json.loads(args.recipes.read_text())["rows"]
+        row = next((r for r in rows if r["id"] == args.row), None)
+        if row is None:
+            raise SystemExit(f"no row {args.row!r} in {args.recipes}")
         if row["arch"] != args.arch:
             raise SystemExit(f"row {args.row} is {row['arch']}, not {args.arch}")
     recipe = {**(row["recipe"] if row else {}), **parse_overrides(args.set)}
@@ -117,7 +123,7 @@ def main() -> int:
     ensemble_figures = pooled_figures(is_pos, p_ensemble, groups, seed=config.seed)
 
     if row is not None and not args.set:
-        single = {"source": f"train_recipes.json row {args.row} (same folds, same recipe)",
+        single = {"source": f"{args.recipes.name} row {args.row} (same folds, same recipe)",
                   "roc_auc_oof": row["roc_auc_oof"],
                   "roc_auc_oof_interval": row["roc_auc_oof_interval"]}
     else:
