@@ -25,9 +25,18 @@ def test_gpu_run_is_sized_for_a_gpu_host_and_fits_its_time_box():
     assert measured < 300
 
 
+def test_litserve_runs_before_the_multi_process_variants():
+    # a variant stuck starting (out of GPU memory on the H100) cost LitServe's row once
+    cfg = gpu_config(Path("o"), cores=16)
+    assert cfg.server_order() == ["litserve", "ours", "ours-6proc", "ours-8proc"]
+    for name in ("ours-6proc", "ours-8proc"):
+        assert cfg.variants[name]["INVASIVE_PROCESSES"] == name.removeprefix("ours-")[:-4]
+
+
 def test_dry_run_is_tiny():
     cfg = gpu_config(Path("o"), cores=2, dry_run=True)
     assert cfg.duration_s <= 2 and max(cfg.concurrency) <= 8 and cfg.photo_count <= 4
+    assert list(cfg.variants) == ["ours-2proc"]  # a 2-core box runs one multi-process variant
 
 
 def test_shell_wrapper_passes_its_arguments_on():
