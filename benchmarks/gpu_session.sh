@@ -103,7 +103,7 @@ if [ -n "$DRY_RUN" ]; then
 else
   step tests 90 40 "$PYTHON" -m pytest tests/gpu -v -s -p no:cacheprovider --timeout 80 \
     -k "not compile"
-  # four servers (LitServe, ours, ours-6proc, ours-8proc) and a two-way ceiling: ~6-7 min
+  # LitServe, ours, ours-6proc and (on a GPU with room) ours-10proc, a two-way ceiling: ~6-7 min
   step serving 420 150 bash benchmarks/serving/gpu.sh --out "$WORK/serving"
   # compile last and apart: inductor's cold compile of resnet50 outlasted 110 s on the H100
   # where a lone request's time goes on a GPU host (c=1: 4.2 ms against 2.0 in-process)

@@ -95,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--litserve-workers", type=int, default=0, help="0: one per core")
     run.add_argument("--ceiling-batch-sizes", type=_ints, help="comma list (default 1,4,8,16,32)")
     run.add_argument("--ceiling-seconds", type=float, help="per batch size (default 4)")
+    run.add_argument(
+        "--ceiling-decode-on-device",
+        action="store_true",
+        help="the ceiling also decodes JPEGs on the model's device (nvJPEG on CUDA), as our "
+        "service does there, and takes the better way (gpu.sh sets it)",
+    )
+    run.add_argument(
+        "--wrk-threads",
+        type=int,
+        help="wrk's threads (default 1; thousands of uploads a second need more: gpu.sh uses 4)",
+    )
     report = sub.add_parser("report", help="re-render results.md/png from DIR/results.json")
     report.add_argument("dir", type=Path)
     return parser
@@ -126,6 +137,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         "payload_kinds": args.payloads,
         "ceiling_batch_sizes": args.ceiling_batch_sizes,
         "ceiling_seconds": args.ceiling_seconds,
+        "wrk_threads": args.wrk_threads,
+        "ceiling_decode_on_device": args.ceiling_decode_on_device or None,
     }
     for name, value in overrides.items():
         if value is not None:

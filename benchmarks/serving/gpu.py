@@ -3,12 +3,14 @@
 Same payloads and measurements as the CPU run, sized for a GPU host: resnet50, bf16 (fp16
 where bf16 is missing: precision ``auto``), batches up to 64, concurrency 1, 32 and 256, wrk on 4
 threads. Our service runs as it does by default on CUDA: the ``cudagraphs`` engine, plain JPEGs
-decoded on the GPU (nvJPEG, ``INVASIVE_JPEG_DECODE=batch``). It is measured as one process and
-as 6 and 8 server processes on one port (``ours-6proc``, ``ours-8proc``: one event loop parses
-~500 uploads/s), against LitServe, which runs first so that a variant that cannot start never
-costs its row; the naive server is left to the CPU table, and CPU decoding in the service to
-the first H100 run and ``benchmarks/gpu_decode.py``. The ceiling decodes both ways in-process
-(CPU threads on every core, and nvJPEG) and takes the best.
+decoded on the GPU (nvJPEG, ``INVASIVE_JPEG_DECODE=batch``). It is measured as one process,
+as 6 server processes on one port (``ours-6proc``: one event loop parses ~500-640 uploads/s),
+and as many as the GPU's memory and the host's cores allow when that is more
+(``process_counts``: 10 on an H200 with 16 host cores), against LitServe, which runs first so
+that a variant that cannot start never costs its row. The naive server is left to the CPU
+table, and CPU decoding in the service to the first H100 run and ``benchmarks/gpu_decode.py``.
+The ceiling decodes both ways in-process (CPU threads on every core, and nvJPEG) and takes the
+best.
 ``--dry-run`` runs the same code path with tiny cells on whatever device is there (the CPU
 here), to prove the script works.
 
@@ -34,7 +36,18 @@ GPU_LITSERVE_WORKERS = 4  # LitServe's docs: 1-4 workers per GPU; its decoding r
 # 1,956 uploads/s at c=256, 6 processes 2,943; 8 ran out of GPU memory at warm-up (9.5 GB a
 # process then). H200 (2026-11-28): 6 processes 3,668, 8 processes 4,486 (8.6 GB a process after
 # warm-up, up to 12.6 GB under phone photos); 10 reached 4,943 in a second call.
-GPU_PROCESSES = (6, 8)
+GPU_PROCESSES = 6  # what fits an 80 GB H100 under phone photos (73.6 GB in all on the H200)
+# GPU memory one process may come to: 8.6 GB after warm-up, 12.6 GB at most under 12 MP phone
+# photos at c=256 (resnet50, batches up to 64; H200, 2026-11-28)
+GPU_PROCESS_GB = 13.0
+
+
+def process_counts(cores: int, gpu_memory_gb: float) -> tuple[int, ...]:
+    """The multi-process variants to measure: 6 processes, and the most this GPU's memory and
+    this host's cores allow when that is more (10 on the H200's 141 GB and 16 cores: 12 were
+    no faster than 10 there, the server then using 13.4 of the 16 cores)."""
+    most = min(int(gpu_memory_gb // GPU_PROCESS_GB), cores * 5 // 8)
+    return (GPU_PROCESSES, most) if most > GPU_PROCESSES else (GPU_PROCESSES,)
 GPU_WRK_THREADS = 4  # thousands of uploads a second; wrk shares the host's cores with the server
 
 
@@ -44,7 +57,11 @@ def default_out(environ: dict[str, str] = os.environ) -> Path:  # noqa: B006 - r
 
 
 def gpu_config(
-    out: Path, cores: int, dry_run: bool = False, photo_dir: Path = DEFAULT_PHOTO_DIR
+    out: Path,
+    cores: int,
+    dry_run: bool = False,
+    photo_dir: Path = DEFAULT_PHOTO_DIR,
+    gpu_memory_gb: float = 80.0,
 ) -> RunConfig:
     cfg = RunConfig(
         out=out,
@@ -71,7 +88,7 @@ def gpu_config(
         ceiling_decode_on_device=True,
         variants={
             f"ours-{n}proc": {"INVASIVE_PROCESSES": str(n), "INVASIVE_DECODE_PROCESSES": "0"}
-            for n in GPU_PROCESSES
+            for n in process_counts(cores, gpu_memory_gb)
         },
         litserve_workers=GPU_LITSERVE_WORKERS,
         wrk_threads=GPU_WRK_THREADS,
@@ -107,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cfg = gpu_config(args.out or default_out(), cores or 1, args.dry_run, args.photos)
+    memory_gb = (torch.cuda.get_device_properties(0).total_memory / 2**30
+                 if torch.cuda.is_available() else 0.0)
+    cfg = gpu_config(args.out or default_out(), cores or 1, args.dry_run, args.photos, memory_gb)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (dry run)"
     print(f"serving benchmark on {device}, {cores} host cores -> {cfg.out}", file=sys.stderr)
 

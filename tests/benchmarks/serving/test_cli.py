@@ -26,6 +26,13 @@ def test_quick_is_short_and_explicit_flags_win():
     assert cfg.servers == ("ours", "naive")
 
 
+def test_gpu_settings_are_reachable_from_the_command_line():
+    # a GPU session's targeted run needed both (wrk on 1 thread, a CPU-decoding ceiling)
+    assert _config().wrk_threads == 1 and not _config().ceiling_decode_on_device
+    cfg = _config("--wrk-threads", "4", "--ceiling-decode-on-device")
+    assert cfg.wrk_threads == 4 and cfg.ceiling_decode_on_device
+
+
 def test_service_env_and_bad_names_are_checked(capsys):
     cfg = _config("--service-env", "INVASIVE_DECODE_THREADS=1")
     assert cfg.service_env == {"INVASIVE_DECODE_THREADS": "1"}

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from benchmarks.serving.gpu import default_out, gpu_config
+from benchmarks.serving.gpu import default_out, gpu_config, process_counts
 
 GPU_SCRIPT = Path(__file__).parents[3] / "benchmarks" / "serving" / "gpu.sh"
 
@@ -27,10 +27,17 @@ def test_gpu_run_is_sized_for_a_gpu_host_and_fits_its_time_box():
 
 def test_litserve_runs_before_the_multi_process_variants():
     # a variant stuck starting (out of GPU memory on the H100) cost LitServe's row once
-    cfg = gpu_config(Path("o"), cores=16)
-    assert cfg.server_order() == ["litserve", "ours", "ours-6proc", "ours-8proc"]
-    for name in ("ours-6proc", "ours-8proc"):
+    cfg = gpu_config(Path("o"), cores=16, gpu_memory_gb=139.8)  # an H200
+    assert cfg.server_order() == ["litserve", "ours", "ours-6proc", "ours-10proc"]
+    for name in ("ours-6proc", "ours-10proc"):
         assert cfg.variants[name]["INVASIVE_PROCESSES"] == name.removeprefix("ours-")[:-4]
+
+
+def test_process_variants_fit_the_gpu_memory_and_the_host_cores():
+    assert process_counts(cores=16, gpu_memory_gb=79.2) == (6,)  # an H100: 6 x 12.6 GB
+    assert process_counts(cores=16, gpu_memory_gb=139.8) == (6, 10)  # an H200
+    assert process_counts(cores=8, gpu_memory_gb=139.8) == (6,)  # too few cores for more
+    assert process_counts(cores=32, gpu_memory_gb=180.0) == (6, 13)
 
 
 def test_dry_run_is_tiny():
