@@ -10,8 +10,8 @@
 # Steps, most important first; each has its own time limit and is skipped when too little of
 # the budget is left, so a slow step never costs the ones after it their results:
 #   tests     the CUDA tests (tests/gpu): model on GPU vs CPU, engines, the service on CUDA
-#   serving   benchmarks/serving/gpu.sh: ours (cudagraphs + nvJPEG; 6 processes; CPU decoding)
-#             vs the ceiling vs LitServe
+#   serving   benchmarks/serving/gpu.sh: ours (cudagraphs + nvJPEG; 1 process, 6 and as many as
+#             fit) vs the ceiling vs LitServe
 #   c1        benchmarks/serving/c1_trace.py: a lone request's time, stage by stage (only when
 #             STEPS names it)
 #   engines   benchmarks/gpu_engines.py: eager fp32/bf16, cudagraphs, onnxruntime, compile
@@ -105,10 +105,10 @@ else
     -k "not compile"
   # LitServe, ours, ours-6proc and (on a GPU with room) ours-10proc, a two-way ceiling: ~6-7 min
   step serving 420 150 bash benchmarks/serving/gpu.sh --out "$WORK/serving"
-  # compile last and apart: inductor's cold compile of resnet50 outlasted 110 s on the H100
-  # where a lone request's time goes on a GPU host (c=1: 4.2 ms against 2.0 in-process)
+  # where a lone request's time goes on a GPU host (c=1: 3.9 ms against 1.8 in-process, H200)
   step c1 90 45 "$PYTHON" -m benchmarks.serving.c1_trace --photos .bench-photos --requests 400 \
     --env INVASIVE_ENGINE=cudagraphs
+  # compile last and apart: inductor's cold compile of resnet50 outlasted 110 s on the H100
   step engines 90 40 "$PYTHON" -m benchmarks.gpu_engines --out "$WORK/engines" \
     --engines eager-fp32,eager,cudagraphs,onnxruntime
   step decode 45 20 "$PYTHON" -m benchmarks.gpu_decode --out "$WORK/decode"

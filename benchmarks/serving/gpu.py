@@ -32,6 +32,7 @@ from benchmarks.serving.loadgen import LoadGeneratorMissing
 
 GPU_MAX_BATCH = 64
 GPU_LITSERVE_WORKERS = 4  # LitServe's docs: 1-4 workers per GPU; its decoding runs in them
+GPU_WRK_THREADS = 4  # thousands of uploads a second; wrk shares the host's cores with the server
 # The multi-process variants: N x (event loop + model copy). H100 (2026-11-27): 4 processes
 # 1,956 uploads/s at c=256, 6 processes 2,943; 8 ran out of GPU memory at warm-up (9.5 GB a
 # process then). H200 (2026-11-28): 6 processes 3,668, 8 processes 4,486 (8.6 GB a process after
@@ -48,7 +49,6 @@ def process_counts(cores: int, gpu_memory_gb: float) -> tuple[int, ...]:
     no faster than 10 there, the server then using 13.4 of the 16 cores)."""
     most = min(int(gpu_memory_gb // GPU_PROCESS_GB), cores * 5 // 8)
     return (GPU_PROCESSES, most) if most > GPU_PROCESSES else (GPU_PROCESSES,)
-GPU_WRK_THREADS = 4  # thousands of uploads a second; wrk shares the host's cores with the server
 
 
 def default_out(environ: dict[str, str] = os.environ) -> Path:  # noqa: B006 - read-only
