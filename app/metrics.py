@@ -101,6 +101,11 @@ class ServiceMetrics:
         self.memory_budget.set(budget)
 
 
+# Labels are a bounded set: the method as sent would let any client add a series per request
+# (an unknown method still gets its 405 and is counted, as "other").
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetricsMiddleware:
     """Counts and times every HTTP request (pure ASGI: no per-request task or body copy)."""
 
@@ -127,6 +132,8 @@ class RequestMetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
+            if method not in KNOWN_METHODS:  # any token is a valid method to h11
+                method = "other"
             self.metrics.requests.labels(template, method, str(status)).inc()
             self.metrics.request_latency.labels(template, method).observe(
                 time.perf_counter() - started

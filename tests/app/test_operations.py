@@ -146,6 +146,16 @@ def test_metrics_move_with_requests(client):
     assert "invasive_queue_depth 0.0" in text
 
 
+def test_made_up_methods_share_one_metric_label(client):
+    """Any token is a method to h11: as a label, each would be a new series held forever."""
+    for i in range(3):
+        assert client.request(f"X{i}{'A' * 1000}", "/health/live").status_code == 405
+    text = client.get("/metrics").text
+    assert "AAAA" not in text
+    labels = {"route": "/health/live", "method": "other", "status": "405"}
+    assert metric(text, "invasive_http_requests_total", **labels) == 3
+
+
 def test_api_key_guards_everything_but_health_and_metrics(client_for):
     guarded = client_for(api_key="s3cret-key")
     upload = {"file": ("a.jpg", jpeg_bytes(), "image/jpeg")}
