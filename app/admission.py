@@ -112,13 +112,8 @@ class Charge:
         waits added up to the budget's ``wait_s``."""
         if n <= 0:
             return
-        if self.held + n > self.budget.capacity:
-            raise ApiError(
-                413,
-                too_large_code,
-                f"{what} needs {_mb(self.held + n)} of memory, over the service's memory "
-                f"budget of {_mb(self.budget.capacity)} (INVASIVE_MEMORY_BUDGET_MB)",
-            )
+        if n > self.room:
+            raise self.too_large(n, what, too_large_code)
         try:
             self.waited_s += await self.budget._acquire(n, self.budget.wait_s - self.waited_s)
         except TimeoutError:
@@ -130,6 +125,21 @@ class Charge:
                 "shortly",
             ) from None
         self.held += n
+
+    @property
+    def room(self) -> int:
+        """The most this request could add, were every other request done."""
+        return self.budget.capacity - self.held
+
+    def too_large(self, n: int, what: str, code: str = "payload_too_large") -> ApiError:
+        """413 ``code``: ``n`` more bytes would not fit beside what this request holds."""
+        beside = f" beside the {_mb(self.held)} this request holds" if self.held else ""
+        return ApiError(
+            413,
+            code,
+            f"{what} needs {_mb(n)} of memory{beside}, over the service's memory budget of "
+            f"{_mb(self.budget.capacity)} (INVASIVE_MEMORY_BUDGET_MB)",
+        )
 
     def give_back(self, n: int) -> None:
         """Return ``n`` bytes early (e.g. an image's decode memory once it is decoded)."""

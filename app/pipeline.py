@@ -5,6 +5,8 @@
   says what decoding will cost in memory and whether it is heavy.
 - **admit**: that decoded size is charged against the request's share of the memory budget
   (:mod:`app.admission`) before any pixel is decoded; it is given back once the decode is done.
+  A batch request's images go in waves that fit the budget beside its upload, so they never
+  crowd each other out.
 - **decode** (:mod:`app.decoding`): in a killable process of the light or heavy lane, with a
   time budget; the same ``model.preprocessing`` code offline ``predict`` uses, so service and
   training agree to 1e-4.
@@ -29,6 +31,7 @@ gone, shutdown) kills its decodes and drops its queued images.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -47,7 +50,7 @@ from model.device_jpeg import decode_batch, decodes_in_batch
 from model.engines.base import using_all_threads
 from model.imaging import ImageDecodeError
 from model.inference import Classifier, Prediction
-from model.inspection import inspect_image
+from model.inspection import ImageCost, inspect_image
 from model.preprocessing import prepare_pixels, stack_pixels
 
 logger = logging.getLogger("app.pipeline")
@@ -163,10 +166,83 @@ class PredictionPipeline:
     async def _decode_then_submit(
         self, images: list[bytes], charge: Charge, in_batch: bool = True
     ) -> list[tuple[BatchedResult, float] | ApiError]:
+        """Every image inspected, then decoded and scored in waves that fit the memory budget.
+
+        A batch request's images would otherwise compete with each other: together they can
+        need more than the budget (or the heavy decode lane) holds while each alone fits, and
+        the last of them got 413 or 503 however long the client retried. So the images that fit
+        beside the request's upload go first, together (one forward pass), their memory comes
+        back, then the next wave. Only an image that could not fit beside the upload even alone
+        gets 413 ``image_too_large``.
+        """
+        inspected = await asyncio.gather(*(self._inspect(data) for data in images))
+        outcomes: list = [cost for cost, _ in inspected]  # errors stay; the rest filled in
+        paths = {
+            i: self._path(cost, in_batch)
+            for i, cost in enumerate(outcomes)
+            if not isinstance(cost, ApiError)
+        }
+        waves: list[list[int]] = [[]]
+        used = 0
+        for i, (_, need) in paths.items():
+            cost = outcomes[i]
+            if need > charge.room:
+                outcomes[i] = charge.too_large(
+                    need,
+                    f"decoding this {cost.width}x{cost.height} {cost.format} image",
+                    "image_too_large",
+                )
+                continue
+            if waves[-1] and used + need > charge.room:
+                waves.append([])
+                used = 0
+            waves[-1].append(i)
+            used += need
+        heavy_slots = asyncio.Semaphore(self.lanes.heavy_processes)  # this request's share
+        retry = []  # JPEGs the batch failed to decode: decoded by the processes, batched again
+        for wave in waves:
+            if not wave:
+                continue
+            holding = charge.held
+            try:
+                scored = await self._run_wave(
+                    [images[i] for i in wave],
+                    [(outcomes[i], *paths[i], inspected[i][1]) for i in wave],
+                    charge,
+                    heavy_slots,
+                )
+            finally:  # what the wave's in-batch JPEGs held: decoded by now, or never will be
+                charge.give_back(charge.held - holding)
+            for i, outcome in zip(wave, scored, strict=True):
+                outcomes[i] = outcome
+                if isinstance(outcome, ApiError):
+                    continue
+                if outcome[0].value.probabilities is NOT_DECODED:
+                    retry.append(i)
+        if retry:
+            again = await self._decode_then_submit(
+                [images[i] for i in retry], charge, in_batch=False
+            )
+            for i, outcome in zip(retry, again, strict=True):
+                outcomes[i] = outcome
+        return outcomes
+
+    async def _run_wave(
+        self,
+        images: list[bytes],
+        plans: list[tuple[ImageCost, bool, int, float]],
+        charge: Charge,
+        heavy_slots: asyncio.Semaphore,
+    ) -> list[tuple[BatchedResult, float] | ApiError]:
+        """Decode ``images`` (``plans``: the arguments of :meth:`_decode` for each) and score
+        them in one submission to the batcher."""
         announced = _Announcements(self.batcher)
         try:
             decoded = await asyncio.gather(
-                *(self._decode(data, charge, announced, in_batch) for data in images)
+                *(
+                    self._decode(data, *plan, charge, announced, heavy_slots)
+                    for data, plan in zip(images, plans, strict=True)
+                )
             )
             for tensor, _ in decoded:  # backpressure on any image holds back the whole request
                 if isinstance(tensor, ApiError) and tensor.status == 503:
@@ -189,71 +265,84 @@ class PredictionPipeline:
                 ) from None
         finally:
             announced.withdraw_all()  # failed or cancelled before submitting
-        outcomes: list = [tensor for tensor, _ in decoded]  # errors stay; the rest filled in
-        retry = []  # JPEGs the device decoder failed on: decoded by the processes, batched again
+        outcomes: list = [tensor for tensor, _ in decoded]
         for i, result in zip(good, results, strict=True):
             outcomes[i] = (result, decoded[i][1])
-            if result.value.probabilities is NOT_DECODED:
-                retry.append(i)
-        if retry:
-            again = await self._decode_then_submit(
-                [images[i] for i in retry], charge, in_batch=False
-            )
-            for i, outcome in zip(retry, again, strict=True):
-                outcomes[i] = outcome
         return outcomes
 
-    async def _decode(
-        self, data: bytes, charge: Charge, announced: _Announcements, in_batch: bool = True
-    ) -> Decoded:
-        """inspect -> admit -> decode one image (or pass a plain JPEG on to be decoded in the
-        batch, when ``in_batch`` and the pipeline does that). Never raises for the image's own
-        faults."""
+    async def _inspect(self, data: bytes) -> tuple[ImageCost | ApiError, float]:
+        """What decoding ``data`` will cost, read from its header (or why it is refused), and
+        the ms it took. Never raises for the image's own faults."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        outcome: np.ndarray | EncodedJpeg | ApiError
+        outcome: ImageCost | ApiError
         try:
-            cost = await loop.run_in_executor(
+            outcome = await loop.run_in_executor(
                 self.inspect_pool,
                 inspect_image,
                 data,
                 self.classifier.spec.input_size,
                 self.max_pixels,
             )
-            if in_batch and self.decode_in_batch and decodes_in_batch(cost):
-                if self.classifier.device.type == "cpu":
-                    # Decoded in this process's memory: charged like a decode process's, and
-                    # held until the request ends (the batch decodes it later).
-                    await charge.add(
-                        cost.decoded_bytes,
-                        what=f"decoding this {cost.width}x{cost.height} {cost.format} image",
-                        too_large_code="image_too_large",
-                    )
-                # On a GPU it is decoded in device memory: nothing beyond the upload's bytes
-                # (charged as they arrived) to charge against the host budget.
+        except ImageDecodeError as exc:
+            outcome = ApiError(exc.status, exc.code, exc.message)
+        except Exception as exc:  # any other inspection failure is still the upload's fault
+            logger.warning("inspecting an upload failed unexpectedly: %r", exc)
+            outcome = ApiError(422, "corrupt_image", "the image could not be decoded")
+        elapsed = time.perf_counter() - started
+        if isinstance(outcome, ApiError):
+            self.metrics.stage_latency.labels("decode").observe(elapsed)
+        return outcome, elapsed * 1000.0
+
+    def _path(self, cost: ImageCost, in_batch: bool) -> tuple[bool, int]:
+        """Whether the image is decoded in the batch, and the memory its decode holds."""
+        if in_batch and self.decode_in_batch and decodes_in_batch(cost):
+            # On a CPU decoded in this process's memory, charged like a decode process's and
+            # held until its wave's batch has run; on a GPU in device memory: nothing beyond
+            # the upload's bytes (charged as they arrived) to charge against the host budget.
+            return True, cost.decoded_bytes if self.classifier.device.type == "cpu" else 0
+        return False, cost.decoded_bytes + (HEAVY_PROCESS_BYTES if cost.heavy else 0)
+
+    async def _decode(
+        self,
+        data: bytes,
+        cost: ImageCost,
+        in_batch: bool,
+        needs: int,
+        inspect_ms: float,
+        charge: Charge,
+        announced: _Announcements,
+        heavy_slots: asyncio.Semaphore,
+    ) -> Decoded:
+        """admit -> decode one inspected image (or pass a plain JPEG on to be decoded in the
+        batch, ``in_batch``); the ms include its inspection's. Never raises for the image's own
+        faults."""
+        started = time.perf_counter() - inspect_ms / 1000.0
+        what = f"decoding this {cost.width}x{cost.height} {cost.format} image"
+        outcome: np.ndarray | EncodedJpeg | ApiError
+        try:
+            if in_batch:
+                await charge.add(needs, what=what, too_large_code="image_too_large")
                 announced.expect()
-                elapsed = time.perf_counter() - started  # inspect and admit; decoding follows
+                elapsed = time.perf_counter() - started  # admit; decoding follows in the batch
                 self.metrics.stage_latency.labels("decode").observe(elapsed)
                 return EncodedJpeg(data, cost.orientation), elapsed * 1000.0
-            needs = cost.decoded_bytes + (HEAVY_PROCESS_BYTES if cost.heavy else 0)
-            await charge.add(
-                needs,
-                what=f"decoding this {cost.width}x{cost.height} {cost.format} image",
-                too_large_code="image_too_large",
-            )
-            # Only ordinary photos are announced to the batcher (it may wait a few ms for
-            # them); a batch must never wait for an image that decodes for a second.
-            if not cost.heavy:
-                announced.expect()
-            try:
-                pixels = await self.lanes.decode(data, heavy=cost.heavy)
-            except BaseException:
+            # A request keeps at most one heavy image per heavy process in the lane: the lane's
+            # backlog is shared, and one request must not fill it and be refused by its own.
+            async with heavy_slots if cost.heavy else contextlib.nullcontext():
+                await charge.add(needs, what=what, too_large_code="image_too_large")
+                # Only ordinary photos are announced to the batcher (it may wait a few ms for
+                # them); a batch must never wait for an image that decodes for a second.
                 if not cost.heavy:
-                    announced.withdraw()
-                raise
-            finally:
-                charge.give_back(needs)
-            outcome = pixels
+                    announced.expect()
+                try:
+                    outcome = await self.lanes.decode(data, heavy=cost.heavy)
+                except BaseException:
+                    if not cost.heavy:
+                        announced.withdraw()
+                    raise
+                finally:
+                    charge.give_back(needs)
         except ImageDecodeError as exc:
             outcome = ApiError(exc.status, exc.code, exc.message)
         except ApiError as exc:  # decode_timeout, image_too_large (budget), at_capacity (503)

@@ -96,6 +96,48 @@ def test_good_and_bad_images_keep_their_places(reference_classifier):
         )
 
 
+def test_a_batch_that_fits_the_budget_only_in_parts_is_scored_in_waves(reference_classifier):
+    """Five 12 MP photos need more memory decoded together than a 16 MiB budget holds, while
+    each fits alone, so each is scored (before, the last ones got a permanent 413 from their
+    siblings)."""
+    from tests.app.images import encode, field_photo
+
+    phone = encode(field_photo((4032, 3024), seed=3), "JPEG", quality=85)
+    never = big_png(4000)  # 16 MP of 8-bit grey and a decode process: over the whole budget
+
+    async def scenario(pipeline, budget):
+        results = await predict(pipeline, budget, [phone] * 5 + [never])
+        assert budget.in_use == 0, "everything charged is given back"
+        return results
+
+    results = run_pipeline(reference_classifier, scenario, budget_mb=16)
+    assert [type(r) for r in results] == [ImageResult] * 5 + [ApiError]
+    assert (results[5].status, results[5].code) == (413, "image_too_large")
+    assert max(r.batch_size for r in results[:5]) < 5, "in waves, not one batch"
+    expected = expected_probabilities(reference_classifier, phone)
+    for result in results[:5]:
+        assert list(result.prediction.probabilities.values()) == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_batch_of_more_heavy_images_than_the_heavy_lane_holds_is_scored(reference_classifier):
+    """The heavy lane holds 4 images per process; a request's own heavy images wait for each
+    other instead of filling it and being refused 503 queue_full (for ever, on retry)."""
+    from tests.app.images import encode, photo
+
+    bmps = [encode(photo((96, 72), seed=60 + i), "BMP") for i in range(6)]
+
+    async def scenario(pipeline, budget):
+        assert pipeline.lanes.backlog_limits[True] < len(bmps)
+        return await predict(pipeline, budget, bmps)
+
+    results = run_pipeline(reference_classifier, scenario)
+    assert [type(r) for r in results] == [ImageResult] * 6
+    for result, data in zip(results, bmps, strict=True):
+        assert list(result.prediction.probabilities.values()) == pytest.approx(
+            expected_probabilities(reference_classifier, data), abs=1e-4
+        )
+
+
 def test_concurrent_requests_are_batched_and_get_their_own_rows(reference_classifier):
     images = [jpeg_bytes(seed=40 + i) for i in range(12)]
 
