@@ -28,13 +28,15 @@ import concurrent.futures
 import io
 import logging
 import multiprocessing
+import threading
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 from pebble import ProcessExpired, ProcessPool
 from PIL import Image
 
 from app.decode_worker import decode_upload, start_decoder
-from app.errors import ApiError, queue_full_error
+from app.errors import ApiError, queue_full_error, unavailable
 from model.imaging import ImageDecodeError
 from model.preprocessing import PreprocessSpec
 
@@ -79,29 +81,14 @@ class DecodeLanes:
         self.backlog = {False: 0, True: 0}  # images scheduled, not yet decoded, per lane
         self.timeouts = 0
         self.crashes = 0
+        self.restarts = 0  # pools replaced after they broke
         self._light: ProcessPool | None = None
         self._heavy: ProcessPool | None = None
 
     async def start(self) -> None:
         """Start both pools and run one image through every process (imports done now)."""
-        # forkserver: processes fork from a fresh, small server that pre-imported the decoder,
-        # never from this process (torch threads and CUDA do not survive a fork).
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["app.decode_worker"])
-        self._light = ProcessPool(
-            self.light_processes,
-            max_tasks=LIGHT_TASKS_PER_PROCESS,
-            initializer=start_decoder,
-            initargs=(0,),
-            context=context,
-        )
-        self._heavy = ProcessPool(
-            self.heavy_processes,
-            max_tasks=HEAVY_TASKS_PER_PROCESS,
-            initializer=start_decoder,
-            initargs=(HEAVY_LANE_NICENESS,),
-            context=context,
-        )
+        self._light = self._new_pool(heavy=False)
+        self._heavy = self._new_pool(heavy=True)
         tiny = tiny_jpeg()
         timeout = max(self.timeout_s, STARTUP_DECODE_TIMEOUT_S)
         await asyncio.gather(
@@ -110,6 +97,43 @@ class DecodeLanes:
             *(self.decode(tiny, heavy=True, timeout_s=timeout)
               for _ in range(self.heavy_processes)),
         )
+
+    def _new_pool(self, heavy: bool) -> ProcessPool:
+        # forkserver: processes fork from a fresh, small server that pre-imported the decoder,
+        # never from this process (torch threads and CUDA do not survive a fork).
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["app.decode_worker"])
+        return ProcessPool(
+            self.heavy_processes if heavy else self.light_processes,
+            max_tasks=HEAVY_TASKS_PER_PROCESS if heavy else LIGHT_TASKS_PER_PROCESS,
+            initializer=start_decoder,
+            initargs=(HEAVY_LANE_NICENESS if heavy else 0,),
+            context=context,
+        )
+
+    def _pool(self, heavy: bool) -> ProcessPool:
+        """The lane's pool, started afresh if it broke.
+
+        pebble replaces a process that dies while decoding (the image gets its answer), but a
+        process that dies idle (the OOM killer, an operator) or a fork that fails puts the whole
+        pool in an error state for good: every later image would fail. So a broken pool is
+        stopped and replaced, and only the images scheduled on it meanwhile are lost.
+        """
+        pool = self._heavy if heavy else self._light
+        assert pool is not None, "DecodeLanes.start() was not awaited"
+        if pool.active:
+            return pool
+        self.restarts += 1
+        lane = "heavy" if heavy else "light"
+        logger.warning("the %s decode lane's process pool broke; starting a new one", lane)
+        pool.stop()  # join in the background: a wedged process must not stall the event loop
+        threading.Thread(target=pool.join, kwargs={"timeout": 10}, daemon=True).start()
+        pool = self._new_pool(heavy)
+        if heavy:
+            self._heavy = pool
+        else:
+            self._light = pool
+        return pool
 
     def stop(self) -> None:
         for pool in (self._light, self._heavy):
@@ -127,18 +151,24 @@ class DecodeLanes:
         ``timeout_s``). Cancelling the call kills the decode.
         """
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        pool = self._heavy if heavy else self._light
-        assert pool is not None, "DecodeLanes.start() was not awaited"
         lane = "heavy" if heavy else "light"
         if self.backlog[heavy] >= self.backlog_limits[heavy]:
             raise queue_full_error(
                 f"{self.backlog[heavy]} images waiting in the {lane} decode lane"
             )
         self.backlog[heavy] += 1
-        future = pool.schedule(
-            decode_upload, args=(data, self.spec, self.max_pixels), timeout=timeout_s
-        )
+        future = None
         try:
+            try:
+                future = self._pool(heavy).schedule(
+                    decode_upload, args=(data, self.spec, self.max_pixels), timeout=timeout_s
+                )
+            except RuntimeError:  # broke between the check and now: the next image gets a new one
+                logger.warning("the %s decode lane refused an image", lane, exc_info=True)
+                raise unavailable(
+                    "decoder_unavailable",
+                    f"the {lane} decode lane is restarting; retry shortly",
+                ) from None
             return await asyncio.wrap_future(future)
         except (TimeoutError, concurrent.futures.TimeoutError):
             self.timeouts += 1
@@ -148,6 +178,11 @@ class DecodeLanes:
                 f"the image took longer than {timeout_s:g} s to decode "
                 "(INVASIVE_DECODE_TIMEOUT_S); its structure is too costly to decode",
             ) from None
+        except BrokenProcessPool:  # the pool broke under this image (not the image's fault)
+            logger.warning("the %s decode lane broke while an image waited in it", lane)
+            raise unavailable(
+                "decoder_unavailable", f"the {lane} decode lane restarted; retry shortly"
+            ) from None
         except ProcessExpired as exc:  # the decoder crashed or was killed (e.g. out of memory)
             self.crashes += 1
             logger.warning("a decode process died on an upload: %s", exc)
@@ -155,7 +190,14 @@ class DecodeLanes:
                 "corrupt_image", "the image could not be decoded (the decoder crashed on it)"
             ) from None
         except asyncio.CancelledError:
-            future.cancel()  # pebble stops the process running it
+            task = asyncio.current_task()
+            if future is not None and future.cancelled() and not (task and task.cancelling()):
+                # not this request's cancellation: its pool broke and was stopped under it
+                raise unavailable(
+                    "decoder_unavailable", f"the {lane} decode lane restarted; retry shortly"
+                ) from None
+            if future is not None:
+                future.cancel()  # pebble stops the process running it
             raise
         finally:
             self.backlog[heavy] -= 1

@@ -191,6 +191,40 @@ def test_start_up_is_not_held_to_a_tight_decode_timeout():
     assert asyncio.run(main()) == 0
 
 
+def test_a_decode_lane_whose_idle_process_died_is_started_afresh():
+    """A process that dies idle (the OOM killer, an operator) breaks a pebble pool for good:
+    every later image failed (as a 422 blaming the upload) and the lane's backlog count leaked
+    until it refused everything. Now the next image gets a new pool and is decoded."""
+    import os
+    import signal
+    import time
+
+    from model.preprocessing import PreprocessSpec
+    from tests.app.images import encode, photo
+
+    png = encode(photo(), "PNG")
+
+    async def main():
+        lanes = DecodeLanes(PreprocessSpec(input_size=32), max_pixels=50_000_000,
+                            light_processes=2, heavy_processes=1, timeout_s=10)
+        await lanes.start()
+        try:
+            pid = next(iter(lanes._light._pool_manager.worker_manager.workers))
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while lanes._light.active and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            decoded = [await lanes.decode(png, heavy=False) for _ in range(3)]
+            return decoded, lanes.restarts, lanes.backlog
+        finally:
+            lanes.stop()
+
+    decoded, restarts, backlog = asyncio.run(main())
+    assert [d.shape for d in decoded] == [(32, 32, 3)] * 3
+    assert restarts == 1
+    assert backlog == {False: 0, True: 0}
+
+
 def test_image_over_the_whole_budget_is_413_and_budget_busy_is_503(reference_classifier):
     huge = big_png(4000)  # 16 MP: more than a 16 MiB budget can ever hold
 
