@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from app.api.dependencies import ReadyPipeline, Runtime
+from app.disconnects import unless_client_leaves
 from app.errors import ApiError, ErrorDetail, error_responses
 from app.pipeline import ImageResult, PredictionPipeline
 from app.schemas import BatchItem, BatchResponse, PredictionResponse, Timing
@@ -77,7 +78,9 @@ async def predict(
             request, "file", 1, runtime.settings.max_upload_bytes, charge,
             runtime.settings.receive_timeout_s,
         )
-        (outcome,) = await pipeline.predict([uploads[0].data], charge)
+        (outcome,) = await unless_client_leaves(
+            request.receive, pipeline.predict([uploads[0].data], charge)
+        )
     if isinstance(outcome, ApiError):
         raise outcome
     return _prediction_body(outcome, pipeline)
@@ -105,7 +108,9 @@ async def predict_batch(
             request, "files", settings.max_batch_files, settings.max_upload_bytes, charge,
             settings.receive_timeout_s,
         )
-        outcomes = await pipeline.predict([upload.data for upload in uploads], charge)
+        outcomes = await unless_client_leaves(
+            request.receive, pipeline.predict([upload.data for upload in uploads], charge)
+        )
     items = []
     for index, (upload, outcome) in enumerate(zip(uploads, outcomes, strict=True)):
         if isinstance(outcome, ApiError):
