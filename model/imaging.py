@@ -25,6 +25,12 @@ try:  # phone photos (HEIC/HEIF); optional at import so a broken wheel doesn't t
 except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
     HEIF_SUPPORTED = False
 
+# EXIF/ICC quirks of field cameras make Pillow warn ("Tag data larger than file", "Corrupt
+# EXIF data"): harmless, and noise in a server's log. One process-wide filter, set once: a
+# warnings.catch_warnings() around each open is not thread-safe (inference threads decode JPEGs
+# while the inspection thread opens others) and could leave "ignore every warning" behind.
+warnings.filterwarnings("ignore", module=r"PIL\.")
+
 DEFAULT_MAX_PIXELS = 50_000_000  # a 48 MP phone photo fits; a decompression bomb does not
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "HEIF", "HEIC", "BMP", "TIFF", "GIF", "MPO"})
 
@@ -97,9 +103,7 @@ def unsupported_format_error(prefix: bytes) -> ImageDecodeError:
 
 def _decode(stream, min_size: int | None, max_pixels: int) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # EXIF/ICC quirks of field cameras are harmless
-            img = Image.open(stream, formats=list(open_formats()))
+        img = Image.open(stream, formats=list(open_formats()))
     except UnidentifiedImageError:
         stream.seek(0)
         raise unsupported_format_error(stream.read(16)) from None

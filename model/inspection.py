@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import re
 import struct
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
@@ -280,9 +279,7 @@ def _sniff(data: bytes) -> str | None:
 
 def _open(data: bytes, kind: str | None) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # EXIF/ICC quirks of field cameras are harmless
-            return Image.open(io.BytesIO(data), formats=list(open_formats()))
+        return Image.open(io.BytesIO(data), formats=list(open_formats()))
     except UnidentifiedImageError:
         if kind is not None and kind in open_formats():
             # It carries a supported format's signature, but Pillow cannot read its header.

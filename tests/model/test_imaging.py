@@ -73,3 +73,29 @@ def test_draft_decodes_large_jpegs_at_reduced_scale_but_never_below_min_size():
     reduced = decode_image(photo, min_size=160)
     assert reduced.size in ((400, 300), (200, 150)) or min(reduced.size) >= 160
     assert min(reduced.size) >= 150 and reduced.size[0] < 800
+
+
+def test_decoding_on_many_threads_leaves_the_warning_filters_alone():
+    """The service decodes on inference threads while the inspection thread opens other images;
+    a ``warnings.catch_warnings()`` per open (not thread-safe) left a global "ignore every
+    warning" filter behind in 2 of 3 such runs."""
+    import threading
+    import warnings
+
+    from model.inspection import inspect_image
+
+    data = io.BytesIO()
+    Image.new("RGB", (64, 48), (20, 120, 40)).save(data, format="PNG")
+    png = data.getvalue()
+    before = list(warnings.filters)
+
+    def work(decode: bool) -> None:
+        for _ in range(300):
+            decode_image(png) if decode else inspect_image(png, 32, 10_000_000)
+
+    threads = [threading.Thread(target=work, args=(i < 2,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert warnings.filters == before
