@@ -134,6 +134,13 @@ class DrainingServer(uvicorn.Server):
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         super().handle_exit(sig, frame)
+        if runtime.exit_code:
+            # The service signalled itself to stop (app.runtime: an inference worker lost for
+            # good). uvicorn re-raises every signal it caught once it has stopped, so the
+            # process would die of SIGTERM (status -15, a clean stop to systemd) before main()
+            # returns the exit code that says why.
+            with contextlib.suppress(AttributeError, ValueError):
+                self._captured_signals.remove(sig)
 
     async def on_tick(self, counter: int) -> bool:
         if counter % 10 == 0:  # once a second (uvicorn ticks every 0.1 s)
