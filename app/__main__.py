@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         errors = "; ".join(
             f"INVASIVE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            if e["loc"]
+            else e["msg"].removeprefix("Value error, ")  # settings that do not fit together
             for e in exc.errors()
         )
         return _fail(f"invalid settings: {errors}")

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -188,6 +188,30 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value  # INFO as well as info
+
+    @model_validator(mode="after")
+    def _limits_that_fit_together(self) -> Settings:
+        """Combinations under which a documented behaviour could never happen."""
+        if self.queue_limit < self.max_batch_files:
+            raise ValueError(
+                f"INVASIVE_QUEUE_LIMIT ({self.queue_limit}) is below INVASIVE_MAX_BATCH_FILES "
+                f"({self.max_batch_files}): a batch of more files than the queue holds would "
+                "always get 503 queue_full; raise the one or lower the other"
+            )
+        for name, seconds in (("DECODE_TIMEOUT_S", self.decode_timeout_s),
+                              ("ADMISSION_WAIT_S", self.admission_wait_s)):
+            if seconds >= self.request_timeout_s:
+                raise ValueError(
+                    f"INVASIVE_{name} ({seconds:g}) is not below INVASIVE_REQUEST_TIMEOUT_S "
+                    f"({self.request_timeout_s:g}): the request's own timeout would always "
+                    "come first"
+                )
+        return self
 
     @field_validator("api_key", "public_docs", "engine_cache_dir", mode="before")
     @classmethod

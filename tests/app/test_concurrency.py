@@ -58,7 +58,7 @@ class GatedModel(torch.nn.Module):
 
 
 def test_full_queue_answers_503_with_retry_after(client_for):
-    service = client_for(max_batch_size=1, queue_limit=2)
+    service = client_for(max_batch_size=1, queue_limit=2, max_batch_files=2)
     runtime = service.app.state.runtime
     gated = GatedModel(runtime.classifier.model)
     runtime.classifier.model = gated

@@ -91,6 +91,31 @@ def test_invalid_setting_exits_nonzero_with_one_clear_line(service_checkpoint):
     assert len(lines) == 1 and "INVASIVE_MAX_BATCH_SIZE" in lines[0], result.stderr
 
 
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"queue_limit": "8"}, "INVASIVE_QUEUE_LIMIT (8) is below INVASIVE_MAX_BATCH_FILES (32)"),
+        ({"decode_timeout_s": "40"}, "INVASIVE_DECODE_TIMEOUT_S (40) is not below"),
+        ({"admission_wait_s": "30"}, "INVASIVE_ADMISSION_WAIT_S (30) is not below"),
+    ],
+)
+def test_settings_that_cannot_work_together_exit_with_one_clear_line(
+    service_checkpoint, settings, named
+):
+    """Each value alone is fine; together a documented behaviour could never happen (a batch
+    larger than the queue: always 503; a decode timeout past the request's: never fires)."""
+    result = run_module(service_env(checkpoint=str(service_checkpoint), **settings))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+
+
+def test_settings_accept_an_upper_case_log_level():
+    from app.config import Settings
+
+    assert Settings(log_level="INFO").log_level == "info"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
