@@ -7,8 +7,9 @@ also counted as they arrive (chunked uploads have no length), so an oversized up
 soon as it crosses the limit. File data stays in memory: images are small and go straight to the
 decoder.
 
-Every received byte is charged to the request's share of the memory budget as it arrives
-(:mod:`app.admission`), and the multipart structure itself is bounded: boundary length, bytes of
+Every byte kept (the wanted files' data) is charged to the request's share of the memory budget
+as it arrives (:mod:`app.admission`); other parts are dropped as they pass, counted only
+towards the body limit. The multipart structure itself is bounded: boundary length, bytes of
 each part's headers, number of parts. A file sent under another field name is not stored; it
 makes the answer say which field to use.
 """
@@ -29,6 +30,7 @@ from app.errors import ApiError
 PART_OVERHEAD_BYTES = 16 * 1024
 MAX_BOUNDARY_LENGTH = 70  # RFC 2046 section 5.1.1
 MAX_PART_HEADER_BYTES = 8 * 1024  # all header lines of one part together
+MAX_PART_HEADERS = 16  # header lines of one part (a browser sends 2: disposition and type)
 EXTRA_PARTS = 16  # parts allowed beyond the files: other form fields a client may add
 
 
@@ -97,9 +99,17 @@ async def read_uploads(
         )
 
     collector = _Collector(field_name, max_files, max_file_bytes)
-    received = 0
+    received = charged = 0
     try:
-        parser = MultipartParser(boundary, collector.callbacks())
+        # python-multipart has limits of its own (one header line 4,224 bytes, 8 per part)
+        # that end in a bare "malformed"; set well past ours, so ours answer with their reason
+        # (it checks a line's length before handing it over, so not just one byte past).
+        parser = MultipartParser(
+            boundary,
+            collector.callbacks(),
+            max_header_size=8 * MAX_PART_HEADER_BYTES,
+            max_header_count=MAX_PART_HEADERS + 1,
+        )
         # The whole body within one deadline: without it a client sending a byte now and then
         # holds its connection, and what it sent stays charged to the memory budget, forever.
         async with asyncio.timeout(receive_timeout_s):
@@ -109,8 +119,11 @@ async def read_uploads(
                     raise ApiError(
                         413, "payload_too_large", f"request body is over {limit} bytes"
                     )
-                await charge.add(len(chunk))
                 parser.write(chunk)
+                # Only what is kept is charged: the wanted files' bytes. Other parts are
+                # dropped as they pass (a stalled 380 MB text field held the whole budget).
+                await charge.add(collector.kept - charged)
+                charged = collector.kept
         parser.finalize()
     except TimeoutError:
         raise ApiError(
@@ -144,9 +157,11 @@ class _Collector:
         self.uploads: list[Upload] = []
         self.stray_fields: list[str] = []  # parts with data under another name (or none)
         self.parts = 0
+        self.kept = 0  # bytes of wanted files held so far
         self.finished = False
         self._part = _Part()
         self._header_bytes = 0
+        self._headers = 0
         self._header_name = b""
         self._header_value = b""
         self._disposition = b""
@@ -187,6 +202,7 @@ class _Collector:
         self._part = _Part()
         self._disposition = b""
         self._header_bytes = 0
+        self._headers = 0
 
     def _count_header_bytes(self, n: int) -> None:
         self._header_bytes += n
@@ -206,6 +222,13 @@ class _Collector:
         self._header_value += data[start:end]
 
     def _on_header_end(self) -> None:
+        self._headers += 1
+        if self._headers > MAX_PART_HEADERS:
+            raise ApiError(
+                400,
+                "invalid_multipart",
+                f"a multipart part has more than {MAX_PART_HEADERS} header lines",
+            )
         if self._header_name.lower() == b"content-disposition":
             self._disposition = self._header_value
             self._part.has_disposition = True
@@ -234,6 +257,7 @@ class _Collector:
                     f"{self.max_file_bytes} bytes",
                 )
             part.buffer += memoryview(data)[start:end]
+            self.kept += end - start
         # Other parts are not kept: their bytes only count towards the body limit.
 
     def _on_part_end(self) -> None:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from app.admission import MemoryBudget
 from app.errors import ApiError
-from app.uploads import MAX_PART_HEADER_BYTES, body_limit, read_uploads
+from app.uploads import MAX_PART_HEADER_BYTES, MAX_PART_HEADERS, body_limit, read_uploads
 
 BOUNDARY = "testboundary"
 
@@ -162,6 +162,31 @@ def test_oversized_part_headers_are_400():
     ).encode()
     err = error_of(StreamedRequest(body))
     assert (err.status, err.code) == (400, "invalid_multipart")
+    assert f"over {MAX_PART_HEADER_BYTES} bytes" in err.message
+
+
+def test_part_headers_within_the_documented_limits_are_read():
+    """python-multipart's own limits (a 4,224-byte line, 8 headers) answered a 6 kB file name
+    or 9 header lines with a bare "malformed" below the documented 8 KiB."""
+    name = "n" * 6000 + ".jpg"
+    extra = "".join(f"X-Extra-{i}: {i}\r\n" for i in range(10))
+    body = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        f"{extra}\r\nAAAA\r\n--{BOUNDARY}--\r\n"
+    ).encode()
+    (upload,) = read(StreamedRequest(body))
+    assert (upload.filename, upload.data) == (name, b"AAAA")
+
+
+def test_a_part_with_too_many_header_lines_is_400_saying_so():
+    extra = "".join(f"X-{i}: {i}\r\n" for i in range(MAX_PART_HEADERS))
+    body = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        f"{extra}\r\nAAAA\r\n--{BOUNDARY}--\r\n"
+    ).encode()
+    err = error_of(StreamedRequest(body))
+    assert (err.status, err.code) == (400, "invalid_multipart")
+    assert f"more than {MAX_PART_HEADERS} header lines" in err.message
 
 
 def test_too_many_parts_is_413_even_if_they_are_not_files():
@@ -192,6 +217,14 @@ def test_upload_bigger_than_the_whole_memory_budget_is_413():
     err = error_of(StreamedRequest(body), budget=MemoryBudget(4096, wait_s=0.0))
     assert (err.status, err.code) == (413, "payload_too_large")
     assert "memory budget" in err.message
+
+
+def test_only_the_kept_files_are_charged_not_fields_that_are_dropped():
+    """A text field (or a file under another name) is dropped as it passes: charging it let one
+    client hold the whole memory budget with a stalled 380 MB text field."""
+    body = multipart(("note", None, b"N" * 8000), ("file", "a.jpg", b"A" * 1000))
+    (upload,) = read(StreamedRequest(body), budget=MemoryBudget(4096, wait_s=0.0))
+    assert upload.data == b"A" * 1000
 
 
 def test_a_body_trickling_past_the_receive_deadline_is_408_and_its_charge_returned():
