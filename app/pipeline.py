@@ -94,7 +94,7 @@ class _Scored:
     probabilities: np.ndarray | object  # NOT_DECODED: decode it with Pillow and batch it again
     inference_ms: float
     batch_size: int  # images in the forward pass
-    device_decode_ms: float = 0.0  # decoding this batch's JPEGs on the device, if any
+    device_decode_ms: float = 0.0  # this image's share of decoding the batch's JPEGs, if any
 
 
 class PredictionPipeline:
@@ -387,14 +387,17 @@ class PredictionPipeline:
         if rows:
             self.metrics.batch_size.observe(len(rows))
         by_item = dict(zip(rows, range(len(rows)), strict=True))
+        # each JPEG decoded here gets its share of that time, not the whole batch's
+        jpegs = sum(isinstance(item, EncodedJpeg) for item in items)
+        share_ms = device_decode_ms / jpegs if jpegs else 0.0
         return [
             _Scored(
                 probs[by_item[i]] if i in by_item else NOT_DECODED,
                 inference_ms,
                 len(rows),
-                device_decode_ms,
+                share_ms if isinstance(item, EncodedJpeg) else 0.0,
             )
-            for i in range(len(items))
+            for i, item in enumerate(items)
         ]
 
     def _assemble(

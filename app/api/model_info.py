@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Any
 
 from fastapi import APIRouter, Depends
 
@@ -20,6 +22,20 @@ def model_cost(arch: str, classes: int, input_size: int, members: int) -> ModelC
     gflops = forward_gflops(arch, classes, input_size, members)
     return ModelCost(members=members, forward_passes_per_image=members,
                      gflops_per_image=round(gflops, 3))
+
+
+def without_host_paths(value: Any) -> Any:
+    """``value`` with every absolute path cut to its last part (``/home/ana/kaggle/train`` ->
+    ``train``): the training host's folder layout is nobody's business, and ``/v1/model`` is
+    public when no API key is set."""
+    if isinstance(value, dict):
+        return {key: without_host_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_host_paths(item) for item in value]
+    if isinstance(value, str) and (PurePosixPath(value).is_absolute()
+                                   or PureWindowsPath(value).drive):
+        return PureWindowsPath(value).name if "\\" in value else PurePosixPath(value).name
+    return value
 
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_api_key)])
@@ -63,5 +79,5 @@ async def model_info(
         cost=await asyncio.to_thread(  # the first call counts (~50 ms a member): off the loop
             model_cost, meta.arch, len(meta.class_names), meta.input_size,
             meta.ensemble.members if meta.ensemble else 1),
-        metadata=meta.model_dump(mode="json"),
+        metadata=without_host_paths(meta.model_dump(mode="json")),
     )

@@ -117,6 +117,25 @@ def test_model_info(client, reference_classifier, service_checkpoint):
     assert body["metadata"]["positive_class"] == meta.positive_class
 
 
+def test_model_info_shows_no_path_of_the_training_host(client_for, tmp_path, service_checkpoint):
+    """The training config records where the data and log were; /v1/model (public without a
+    key) shows only their last part."""
+    from model.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(service_checkpoint)
+    loaded.metadata.training_config.update(
+        data="/home/ana/projects/kaggle/train", log="/home/ana/run/log.jsonl",
+        group_file=r"C:\Users\ana\groups.csv", augment="field",
+    )
+    checkpoint = save_checkpoint(tmp_path / "model.safetensors", loaded.model, loaded.metadata)
+    info = client_for(checkpoint=checkpoint).get("/v1/model").json()
+    config = info["metadata"]["training_config"]
+    assert (config["data"], config["log"], config["group_file"]) == (
+        "train", "log.jsonl", "groups.csv"
+    )
+    assert config["augment"] == "field"
+
+
 def test_metrics_move_with_requests(client):
     before = client.get("/metrics").text
     assert client.post(

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from app.admission import MemoryBudget
@@ -136,6 +137,23 @@ def test_a_batch_of_more_heavy_images_than_the_heavy_lane_holds_is_scored(refere
         assert list(result.prediction.probabilities.values()) == pytest.approx(
             expected_probabilities(reference_classifier, data), abs=1e-4
         )
+
+
+def test_each_jpeg_decoded_in_the_batch_is_timed_with_its_share_only(reference_classifier):
+    """The batch's JPEG decoding took 80 ms for 4 JPEGs: each reports 20, the image decoded
+    before the batch 0 (each reported all 80 before)."""
+    from app.pipeline import EncodedJpeg
+
+    async def scenario(pipeline, budget):
+        size = pipeline.classifier.spec.input_size
+        pixels = np.zeros((size, size, 3), dtype=np.uint8)
+        items = [EncodedJpeg(b"jpeg", 1)] * 4 + [pixels]
+        batch = torch.zeros((5, 3, size, size), dtype=torch.uint8)
+        pipeline._assemble = lambda _: (batch, list(range(5)), 80.0)
+        return pipeline._score(items)
+
+    scored = run_pipeline(reference_classifier, scenario)
+    assert [s.device_decode_ms for s in scored] == [20.0] * 4 + [0.0]
 
 
 def test_concurrent_requests_are_batched_and_get_their_own_rows(reference_classifier):
