@@ -39,6 +39,14 @@ async def ready(runtime: Runtime) -> ReadyResponse | JSONResponse:
     return JSONResponse(body.model_dump(), status_code=503, headers=retry)
 
 
+# HEAD as well as GET: some uptime checkers probe with HEAD (a 405 reads as "down"). Not in the
+# OpenAPI schema: the GET operations document them.
+for path, probe in (("/health/live", live), ("/health/ready", ready)):
+    router.add_api_route(
+        path, probe, methods=["HEAD"], include_in_schema=False, response_model=None
+    )
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics",

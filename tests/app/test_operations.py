@@ -31,6 +31,13 @@ def test_liveness(client):
     assert response.json() == {"status": "alive"}
 
 
+def test_health_answers_head_too(client):
+    """Some uptime checkers probe with HEAD; a 405 reads as "down"."""
+    for path in ("/health/live", "/health/ready"):
+        response = client.head(path)
+        assert (response.status_code, response.content) == (200, b"")
+
+
 def test_readiness_is_503_with_reason_until_loaded_and_warmed(make_settings):
     app = create_app(make_settings())
     not_started = TestClient(app)  # no `with`: the lifespan (model load) has not run
