@@ -88,7 +88,7 @@ class BatchResponse(BaseModel):
                             "error": {
                                 "code": "unsupported_media_type",
                                 "message": "the file is not an image in a supported format "
-                                "(JPEG, PNG, WebP, HEIC)",
+                                "(JPEG, PNG, WebP, HEIC, GIF, BMP, TIFF)",
                             },
                         },
                     ],

@@ -96,7 +96,7 @@ def unsupported_format_error(prefix: bytes) -> ImageDecodeError:
             )
     return ImageDecodeError(
         "unsupported_media_type",
-        "the file is not an image in a supported format (JPEG, PNG, WebP, HEIC)",
+        "the file is not an image in a supported format (JPEG, PNG, WebP, HEIC, GIF, BMP, TIFF)",
         status=415,
     )
 

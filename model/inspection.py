@@ -258,6 +258,13 @@ _TIFF_PREFIXES = (
 )  # Pillow's TIFF prefixes, BigTIFF included
 
 
+# A BMP's second header starts with its own size, one of these: a text that happens to start
+# with "BM" is not a damaged BMP.
+_BMP_INFO_HEADER_SIZES = frozenset(
+    size.to_bytes(4, "little") for size in (12, 16, 40, 52, 56, 64, 108, 124)
+)
+
+
 def _sniff(data: bytes) -> str | None:
     """The supported format whose signature ``data`` carries, or None."""
     if data.startswith(b"\xff\xd8\xff"):
@@ -270,7 +277,7 @@ def _sniff(data: bytes) -> str | None:
         return "TIFF"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
-    if data[:2] == b"BM":
+    if data[:2] == b"BM" and data[14:18] in _BMP_INFO_HEADER_SIZES:
         return "BMP"
     if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
         return "HEIF"
@@ -286,6 +293,8 @@ def _open(data: bytes, kind: str | None) -> Image.Image:
             raise _corrupt(f"not a readable {kind} header") from None
         raise unsupported_format_error(data) from None
     except Exception as exc:  # recognised, but the header is broken (any plugin error)
+        if kind is None:  # without a supported format's signature it is not a damaged image
+            raise unsupported_format_error(data) from None
         raise _corrupt(str(exc) or type(exc).__name__) from None
 
 
@@ -301,6 +310,28 @@ _JPEG_SOF = frozenset(
 )
 _JPEG_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _JPEG_BASELINE = frozenset({0xC0, 0xC1})  # sequential Huffman, 8 bits (SOF0) or extended (SOF1)
+
+
+# Lossless (SOF3/7/11/15) and hierarchical (SOF5-7, SOF13-15) JPEGs; libjpeg (Pillow) decodes
+# neither, nor samples of other than 8 bits (12-bit medical or raw-derived files).
+_JPEG_LOSSLESS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+_JPEG_HIERARCHICAL = frozenset({0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF})
+
+
+def _check_jpeg_frame_kind(marker: int, precision: int) -> None:
+    """415 for valid JPEG kinds no decoder here reads (they are not damaged files)."""
+    kind = (
+        "lossless" if marker in _JPEG_LOSSLESS
+        else "hierarchical" if marker in _JPEG_HIERARCHICAL
+        else f"{precision}-bit" if precision != 8
+        else None
+    )
+    if kind:
+        raise ImageDecodeError(
+            "unsupported_media_type",
+            f"{kind} JPEGs are not supported (8-bit baseline or progressive only)",
+            status=415,
+        )
 
 
 def _check_jpeg(data: bytes) -> _Facts:
@@ -386,6 +417,7 @@ def _check_jpeg(data: bytes) -> _Facts:
         if marker in _JPEG_SOF:
             if len(payload) < 6:
                 raise _corrupt("JPEG frame header is cut short")
+            _check_jpeg_frame_kind(marker, payload[0])
             height, width, ncomp = *struct.unpack_from(">HH", payload, 1), payload[5]
             comps = [(max(1, c >> 4), max(1, c & 15)) for c in payload[7 : 6 + 3 * ncomp : 3]]
             sof = (marker, width, height, comps)

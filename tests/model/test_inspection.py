@@ -399,3 +399,34 @@ def test_module_stays_torch_free():
     }
     third_party = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
     assert third_party <= {"PIL", "model.imaging"}, third_party
+
+
+def _jpeg_with_frame(marker: int, precision: int) -> bytes:
+    """A baseline JPEG whose frame header is rewritten to ``marker`` and ``precision``."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (30, 140, 50)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 1] = marker
+    data[sof + 4] = precision
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("marker", "precision", "kind"),
+    [
+        (0xC1, 12, "12-bit"),
+        (0xC3, 8, "lossless"),
+        (0xC3, 16, "lossless"),
+        (0xC5, 8, "hierarchical"),
+    ],
+)
+def test_valid_jpeg_kinds_no_decoder_here_reads_are_415_not_damaged(marker, precision, kind):
+    err = refused(_jpeg_with_frame(marker, precision))
+    assert (err.status, err.code) == (415, "unsupported_media_type")
+    assert err.message.startswith(f"{kind} JPEGs are not supported")
+
+
+def test_text_that_starts_with_bm_is_not_an_image_rather_than_a_damaged_bmp():
+    err = refused(b"BM: bank mark at the plot's north corner\n" * 4)
+    assert (err.status, err.code) == (415, "unsupported_media_type")
