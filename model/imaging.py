@@ -127,7 +127,12 @@ def _decode(stream, min_size: int | None, max_pixels: int) -> Image.Image:
         img.draft("RGB", (min_size, min_size))
     try:
         img.load()
+        fmt = img.format  # exif_transpose's copy has none
         img = ImageOps.exif_transpose(img)
+        if fmt == "BMP" and img.mode == "RGBA" and img.getextrema()[3] == (0, 0):
+            # An alpha channel left at 0 by its writer: viewers show such a BMP opaque, and
+            # honouring it would score a blank white picture.
+            img = img.convert("RGB")
         return _to_rgb(img)
     except MemoryError:
         raise ImageDecodeError(
@@ -146,6 +151,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        if img.mode == "F" and arr.max(initial=0) <= 1.0:
+            top = 1.0  # floating-point pixels are usually 0..1 (scientific and drone exports)
         arr8 = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(arr8, mode="L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:

@@ -42,6 +42,27 @@ def test_transparency_becomes_white_and_16bit_scales():
     assert white16.getpixel((0, 0)) == (255, 255, 255)
 
 
+def test_a_bmp_whose_alpha_was_left_at_zero_is_read_opaque():
+    """Writers often leave a 32-bit BMP's alpha at 0; viewers show it opaque. Honouring it
+    scored a blank white picture."""
+    import struct
+
+    bgra = bytes([10, 160, 30, 0]) * (4 * 3)  # blue, green, red, alpha 0
+    info = struct.pack("<IiiHHIIiiII", 56, 4, 3, 1, 32, 3, len(bgra), 2835, 2835, 0, 0)
+    info += struct.pack("<4I", 0xFF0000, 0xFF00, 0xFF, 0xFF000000)  # BITFIELDS with alpha
+    offset = 14 + len(info)
+    bmp = b"BM" + struct.pack("<IHHI", offset + len(bgra), 0, 0, offset) + info + bgra
+    assert Image.open(io.BytesIO(bmp)).mode == "RGBA"
+    assert decode_image(bmp).getpixel((0, 0)) == (30, 160, 10)
+
+
+def test_floating_point_pixels_in_0_to_1_scale_to_the_full_range():
+    half = decode_image(encode(Image.new("F", (4, 4), 0.5), "TIFF"))
+    assert half.getpixel((0, 0)) == (128, 128, 128)
+    bright = decode_image(encode(Image.new("F", (4, 4), 200.0), "TIFF"))  # 0..255 floats
+    assert bright.getpixel((0, 0)) == (200, 200, 200)
+
+
 def test_exif_orientation_is_applied():
     img = Image.new("RGB", (40, 20), (0, 0, 255))
     exif = Image.Exif()
