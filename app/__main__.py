@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import socket
 import sys
 
@@ -116,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         workers=1,  # INVASIVE_PROCESSES > 1 runs several of these (app.processes)
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        # requests in flight: their uploads end when the port closes (app.uploads), the rest
+        # within the request timeout
+        timeout_graceful_shutdown=max(30, math.ceil(settings.request_timeout_s)),
         # h11 bounds the request line + headers (httptools has no such limit): 400 above it;
         # app.head_timeout adds a deadline for them.
         http=with_head_timeout(settings.header_timeout_s),

@@ -31,6 +31,7 @@ from app.decoding import DecodeLanes, tiny_jpeg
 from app.loop_lag import LoopLag
 from app.metrics import ServiceMetrics
 from app.pipeline import PredictionPipeline
+from app.uploads import UploadsInFlight
 from model.checkpoint import CheckpointError
 from model.engines.base import records_every_size, warms_every_shape
 from model.inference import Classifier, resolve_device
@@ -77,6 +78,7 @@ class ServiceRuntime:
         self.lanes: DecodeLanes | None = None
         self.inspect_pool: ThreadPoolExecutor | None = None
         self.budget = MemoryBudget(settings.memory_budget_bytes, settings.admission_wait_s)
+        self.uploads = UploadsInFlight()  # ended with 503 when the port closes (app.server)
         self.ready = False  # what /health/ready says
         self.accepting = False  # whether predictions are taken (still true while draining)
         self.draining = False

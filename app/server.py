@@ -150,6 +150,9 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if not self.force_exit:
             await self._close_the_door_gently()
+        # Uploads still arriving answer 503 now; requests with their bodies in finish within
+        # their request timeout, which the graceful-shutdown timeout covers (app.__main__).
+        self.config.app.state.runtime.uploads.end_all()
         await super().shutdown(sockets)
 
     async def _close_the_door_gently(self) -> None:

@@ -17,6 +17,8 @@ makes the answer say which field to use.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
@@ -24,7 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from app.admission import Charge
-from app.errors import ApiError
+from app.errors import ApiError, unavailable
 
 # Room for the multipart framing and part headers around each file.
 PART_OVERHEAD_BYTES = 16 * 1024
@@ -32,6 +34,45 @@ MAX_BOUNDARY_LENGTH = 70  # RFC 2046 section 5.1.1
 MAX_PART_HEADER_BYTES = 8 * 1024  # all header lines of one part together
 MAX_PART_HEADERS = 16  # header lines of one part (a browser sends 2: disposition and type)
 EXTRA_PARTS = 16  # parts allowed beyond the files: other form fields a client may add
+
+
+class UploadsInFlight:
+    """The receive deadlines of the uploads under way, so a shutdown can end them at once.
+
+    uvicorn gives requests in flight a fixed time to finish once the port is closed, then
+    cancels them with a plain-text 500. An upload may take ``INVASIVE_RECEIVE_TIMEOUT_S``
+    (120 s) and then still be decoded and scored: it would be cut. So when the port closes,
+    every upload still arriving is answered 503 ``shutting_down`` (Retry-After: another replica
+    takes it), and the requests whose bodies are in finish within their request timeout.
+    """
+
+    def __init__(self) -> None:
+        self.closing = False
+        self._deadlines: set[asyncio.Timeout] = set()
+
+    @contextlib.asynccontextmanager
+    async def deadline(self, seconds: float) -> AsyncIterator[None]:
+        if self.closing:
+            raise _shutting_down()
+        async with asyncio.timeout(seconds) as timeout:
+            self._deadlines.add(timeout)
+            try:
+                yield
+            finally:
+                self._deadlines.discard(timeout)
+
+    def end_all(self) -> None:
+        """Every upload still arriving times out now, and answers 503 ``shutting_down``."""
+        self.closing = True
+        now = asyncio.get_running_loop().time()
+        for timeout in self._deadlines:
+            timeout.reschedule(now)
+
+
+def _shutting_down() -> ApiError:
+    return unavailable(
+        "shutting_down", "the service is shutting down while the upload arrived; retry"
+    )
 
 
 @dataclass
@@ -66,12 +107,13 @@ async def read_uploads(
     max_file_bytes: int,
     charge: Charge,
     receive_timeout_s: float,
+    in_flight: UploadsInFlight | None = None,
 ) -> list[Upload]:
     """The files sent as multipart field ``field_name``, in order.
 
     Raises :class:`ApiError`: 415 not multipart; 413 body/file too large, too many files or
     parts; 400 malformed body; 408 body not received within ``receive_timeout_s``; 422 no file
-    in ``field_name``; 503 memory budget busy.
+    in ``field_name``; 503 memory budget busy, or shutting down (``in_flight.end_all()``).
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
@@ -112,7 +154,8 @@ async def read_uploads(
         )
         # The whole body within one deadline: without it a client sending a byte now and then
         # holds its connection, and what it sent stays charged to the memory budget, forever.
-        async with asyncio.timeout(receive_timeout_s):
+        in_flight = in_flight or UploadsInFlight()
+        async with in_flight.deadline(receive_timeout_s):
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > limit:
@@ -126,6 +169,8 @@ async def read_uploads(
                 charged = collector.kept
         parser.finalize()
     except TimeoutError:
+        if in_flight.closing:
+            raise _shutting_down() from None
         raise ApiError(
             408,
             "receive_timeout",

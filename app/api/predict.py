@@ -76,7 +76,7 @@ async def predict(
     async with runtime.budget.charge() as charge:
         uploads = await read_uploads(
             request, "file", 1, runtime.settings.max_upload_bytes, charge,
-            runtime.settings.receive_timeout_s,
+            runtime.settings.receive_timeout_s, runtime.uploads,
         )
         (outcome,) = await unless_client_leaves(
             request.receive, pipeline.predict([uploads[0].data], charge)
@@ -106,7 +106,7 @@ async def predict_batch(
     async with runtime.budget.charge() as charge:
         uploads = await read_uploads(
             request, "files", settings.max_batch_files, settings.max_upload_bytes, charge,
-            settings.receive_timeout_s,
+            settings.receive_timeout_s, runtime.uploads,
         )
         outcomes = await unless_client_leaves(
             request.receive, pipeline.predict([upload.data for upload in uploads], charge)

@@ -100,3 +100,40 @@ def test_sigterm_drains_before_the_port_closes(service_checkpoint):
     assert service.process.returncode in (0, -signal.SIGTERM)
     assert "Traceback" not in log, log
     assert "Application shutdown complete" in log
+
+
+def test_an_upload_still_arriving_when_the_port_closes_gets_503_json(service_checkpoint):
+    """A slow upload (within INVASIVE_RECEIVE_TIMEOUT_S) at SIGTERM: uvicorn's graceful-shutdown
+    timeout cancelled it after 30 s with a plain-text 500. Now it is answered 503
+    shutting_down, in JSON, once the port closes, and the client retries elsewhere."""
+    import json
+    import socket
+
+    body = (
+        b'--b0\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+        + jpeg_bytes((320, 240), seed=4) + b"\r\n--b0--\r\n"
+    )
+    head = (
+        "POST /v1/predict HTTP/1.1\r\nHost: test\r\n"
+        "Content-Type: multipart/form-data; boundary=b0\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with running_service(service_checkpoint, drain_seconds="0") as service:
+        with socket.create_connection(("127.0.0.1", service.port), timeout=20) as client:
+            client.sendall(head + body[:100])  # and the rest never comes in time
+            time.sleep(0.5)
+            started = time.monotonic()
+            service.process.send_signal(signal.SIGTERM)
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+                chunk = client.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+            waited = time.monotonic() - started
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 503 Service Unavailable", answer
+        assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "shutting_down"
+        assert b"retry-after" in rest.lower()
+        assert waited < 10, f"answered {waited:.1f}s after SIGTERM"
+        assert service.process.wait(30) is not None
