@@ -102,6 +102,7 @@ class Charge:
     def __init__(self, budget: MemoryBudget) -> None:
         self.budget = budget
         self.held = 0
+        self.peak = 0  # the most this request held at once
         self.waited_s = 0.0  # for room, over all of this request's charges
 
     async def add(
@@ -125,6 +126,7 @@ class Charge:
                 "shortly",
             ) from None
         self.held += n
+        self.peak = max(self.peak, self.held)
 
     @property
     def room(self) -> int:

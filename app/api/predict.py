@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from app.api.dependencies import ReadyPipeline, Runtime
 from app.disconnects import unless_client_leaves
 from app.errors import ApiError, ErrorDetail, error_responses
+from app.memory import trimmed_after
 from app.pipeline import ImageResult, PredictionPipeline
 from app.schemas import BatchItem, BatchResponse, PredictionResponse, Timing
 from app.security import require_api_key
@@ -73,7 +74,7 @@ async def predict(
     runtime: Runtime,
 ) -> PredictionResponse:
     pipeline.check_capacity(1)
-    async with runtime.budget.charge() as charge:
+    async with runtime.budget.charge() as charge, trimmed_after(charge):
         uploads = await read_uploads(
             request, "file", 1, runtime.settings.max_upload_bytes, charge,
             runtime.settings.receive_timeout_s, runtime.uploads,
@@ -103,7 +104,7 @@ async def predict_batch(
 ) -> BatchResponse:
     settings = runtime.settings
     pipeline.check_capacity(1)
-    async with runtime.budget.charge() as charge:
+    async with runtime.budget.charge() as charge, trimmed_after(charge):
         uploads = await read_uploads(
             request, "files", settings.max_batch_files, settings.max_upload_bytes, charge,
             settings.receive_timeout_s, runtime.uploads,
