@@ -31,8 +31,9 @@ samples: $(BIN)/.installed
 	$(BIN)/python examples/make_photos.py
 
 # The README's requests against a running service (`make serve` in another terminal), each
-# answer printed: `make try`, `make try URL=http://host:8000`; sends $INVASIVE_API_KEY if set.
-URL ?= http://127.0.0.1:8000
+# answer printed: `make try`, `make try URL=http://host:8000`; sends $INVASIVE_API_KEY if set,
+# and follows $INVASIVE_PORT as `make serve` does.
+URL ?= http://127.0.0.1:$(or $(INVASIVE_PORT),8000)
 PHOTOS := examples/photos
 KEY := $(if $(INVASIVE_API_KEY),-H "X-API-Key: $$INVASIVE_API_KEY")
 try:

@@ -95,6 +95,15 @@ class _Part:
     buffer: bytearray = field(default_factory=bytearray)
 
 
+def _body_over(declared: str | None, limit: int) -> str:
+    size = f"of {declared} bytes " if declared else ""
+    return (
+        f"the request body {size}is over its limit of {limit} bytes: "
+        "INVASIVE_MAX_UPLOAD_BYTES per file (INVASIVE_MAX_BATCH_FILES files in a batch) plus "
+        "room for the multipart framing"
+    )
+
+
 def body_limit(max_files: int, max_file_bytes: int) -> int:
     """Largest request body that can carry ``max_files`` files of ``max_file_bytes`` each."""
     return max_files * (max_file_bytes + PART_OVERHEAD_BYTES) + PART_OVERHEAD_BYTES
@@ -136,9 +145,7 @@ async def read_uploads(
     limit = body_limit(max_files, max_file_bytes)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(
-            413, "payload_too_large", f"request body of {declared} bytes is over {limit} bytes"
-        )
+        raise ApiError(413, "payload_too_large", _body_over(declared, limit))
 
     collector = _Collector(field_name, max_files, max_file_bytes)
     received = charged = 0
@@ -159,9 +166,7 @@ async def read_uploads(
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > limit:
-                    raise ApiError(
-                        413, "payload_too_large", f"request body is over {limit} bytes"
-                    )
+                    raise ApiError(413, "payload_too_large", _body_over(None, limit))
                 parser.write(chunk)
                 # Only what is kept is charged: the wanted files' bytes. Other parts are
                 # dropped as they pass (a stalled 380 MB text field held the whole budget).

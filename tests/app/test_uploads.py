@@ -100,6 +100,7 @@ def test_declared_content_length_over_limit_is_refused_before_reading():
     with pytest.raises(ApiError) as err:
         read(streamed, max_bytes=10_000)
     assert err.value.status == 413
+    assert "INVASIVE_MAX_UPLOAD_BYTES" in err.value.message, "names the setting"
     assert streamed.pulled == 0, "not a single body chunk may be read"
 
 
