@@ -21,17 +21,22 @@ from pathlib import Path
 
 from training.cli_flags import (
     DEFAULTS,
+    INPUT_SIZE_RANGE,
+    SEED_MAX,
     HelpFormatter,
+    Parser,
     VersionAction,
     add_data_flags,
     add_group_flags,
     add_json_flag,
     add_recipe_flags,
     add_runtime_flags,
+    integer,
+    number,
 )
-from training.config import FitConfig
+from training.config import FitConfig, sibling
 from training.errors import TrainingError
-from training.preflight import check_data_dir, check_file
+from training.preflight import check_data_dir, check_file, check_fit_output
 
 DESCRIPTION = ("Train and use the invasive-plant photo classifier. A first run: look at the "
                "data (eda), train a checkpoint (fit), measure it on held-out photos (evaluate), "
@@ -40,8 +45,8 @@ EPILOG = "Run 'invasive-train COMMAND --help' for the options of a command."
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="invasive-train", description=DESCRIPTION,
-                                     epilog=EPILOG, formatter_class=HelpFormatter)
+    parser = Parser(prog="invasive-train", description=DESCRIPTION, epilog=EPILOG,
+                    formatter_class=HelpFormatter)
     parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, title="commands",
                                 metavar="COMMAND")
@@ -61,29 +66,33 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--weights", default=DEFAULTS.weights,
                    help="imagenet (torchvision download), none (from scratch), or PATH to a "
                         "state dict (.safetensors or torch.save)")
-    f.add_argument("--image-size", type=int, default=None,
+    f.add_argument("--image-size", type=integer(*INPUT_SIZE_RANGE), default=None,
                    help="model input side in pixels, stored in the checkpoint (default: "
                         "224 with pretrained weights, 160 with --weights none)")
-    f.add_argument("--epochs", type=int, default=None,
+    f.add_argument("--epochs", type=integer(1), default=None,
                    help="at most this many (default: 10 with pretrained weights, 20 with "
                         "--weights none)")
-    f.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+    f.add_argument("--batch-size", type=integer(1), default=DEFAULTS.batch_size,
                    help="images per step (under torchrun: the global batch)")
-    f.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak AdamW learning rate")
-    f.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
+    f.add_argument("--lr", type=number(0, low_open=True), default=DEFAULTS.lr,
+                   help="peak AdamW learning rate")
+    f.add_argument("--weight-decay", type=number(0), default=DEFAULTS.weight_decay,
                    help="AdamW decoupled weight decay (not on biases and norm layers)")
-    f.add_argument("--warmup-epochs", type=float, default=None,
+    f.add_argument("--warmup-epochs", type=number(0), default=None,
                    help="linear learning-rate warm-up (default: 1 pretrained, 2 from scratch)")
     f.add_argument("--schedule", choices=["cosine", "onecycle"], default=DEFAULTS.schedule,
                    help="decay after warm-up")
-    f.add_argument("--patience", type=int, default=DEFAULTS.patience,
+    f.add_argument("--patience", type=integer(0), default=DEFAULTS.patience,
                    help="stop after this many epochs without a better validation ROC AUC; 0: "
                         "never stop early and keep the last epoch (a fixed schedule)")
     add_recipe_flags(f)
-    f.add_argument("--seed", type=int, default=DEFAULTS.seed, help="split, init and shuffling")
-    f.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
+    f.add_argument("--seed", type=integer(0, SEED_MAX), default=DEFAULTS.seed,
+                   help="split, init and shuffling")
+    # (0, 0.5): training.splits.holdout_split's own bounds (it holds out 1 in round(1/x) groups)
+    f.add_argument("--val-fraction", type=number(0, 0.5, low_open=True, high_open=True),
+                   default=DEFAULTS.val_fraction,
                    help="share of images (whole groups) held out for validation")
-    f.add_argument("--folds", type=int, default=DEFAULTS.folds,
+    f.add_argument("--folds", type=integer(1), default=DEFAULTS.folds,
                    help="> 1: k-fold cross-validation, reporting the pooled out-of-fold ROC "
                         "AUC with a bootstrap interval over groups (each fold's epoch and "
                         "threshold chosen on an inner --val-fraction split, never on the fold)")
@@ -108,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=DEFAULTS.sync_bn,
                    help="under torchrun: BatchNorm statistics over the global batch "
                         "(SyncBatchNorm); default on with CUDA, off on CPU (PyTorch has none)")
-    f.add_argument("--dist-timeout", type=float, default=DEFAULTS.dist_timeout,
+    f.add_argument("--dist-timeout", type=number(0, low_open=True), default=DEFAULTS.dist_timeout,
                    help="under torchrun: seconds a process waits for the others before the "
                         "job fails; must exceed the longest time one rank works alone")
     add_runtime_flags(f)
@@ -121,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter)
     d.add_argument("--output", type=Path, required=True, metavar="PATH",
                    help="checkpoint file to write, e.g. models/model.safetensors")
-    d.add_argument("--image-size", type=int, default=64, help="model input side in pixels")
-    d.add_argument("--epochs", type=int, default=2, help="training epochs")
+    d.add_argument("--image-size", type=integer(*INPUT_SIZE_RANGE), default=64,
+                   help="model input side in pixels")
+    d.add_argument("--epochs", type=integer(1), default=2, help="training epochs")
     d.add_argument("--arch", default="resnet18", help="any torchvision classification model")
     d.set_defaults(handler=run_demo)
 
@@ -135,9 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
 def run_fit(args: argparse.Namespace) -> int:
     check_data_dir(args.data)  # before importing torch: a wrong path is reported at once
     if args.weights not in ("imagenet", "none"):
+        if args.weights.lower() in ("imagenet", "none") and not Path(args.weights).exists():
+            raise TrainingError(f"--weights {args.weights}: no such file; the keywords are "
+                                f"lower case: --weights {args.weights.lower()}")
         check_file(Path(args.weights), "--weights")
     if args.group_file is not None:
         check_file(args.group_file, "--group-file")
+    if launch_rank() == 0:  # before training, not after it; under torchrun only rank 0 writes
+        check_fit_output(args.output, args.folds, args.log)
     from training.fit import fit
 
     fields = set(FitConfig.__dataclass_fields__)
@@ -146,7 +161,11 @@ def run_fit(args: argparse.Namespace) -> int:
         with human_output_to_stderr(args.json):
             result = fit(config)
     except KeyboardInterrupt:
-        print("\ninterrupted; continue with the same command plus --resume", file=sys.stderr)
+        if _has_train_state(args.output, args.folds):
+            print("\ninterrupted; continue with the same command plus --resume", file=sys.stderr)
+        else:  # before the first epoch ended: --resume would find nothing
+            print("\ninterrupted before the first epoch finished: nothing to resume; run the "
+                  "same command again", file=sys.stderr)
         return 130
     if args.json and launch_rank() == 0:
         from training.summary import rounded
@@ -154,6 +173,14 @@ def run_fit(args: argparse.Namespace) -> int:
         print(json.dumps(rounded({k: v for k, v in result.items() if k != "history"}),
                          indent=2))
     return 0
+
+
+def _has_train_state(output: Path, folds: int) -> bool:
+    """Whether an interrupted run left a state for ``--resume`` (``training.state.state_path``;
+    that module imports torch)."""
+    if folds > 1:
+        return output.is_dir() and any(output.glob("fold*.train-state.pt"))
+    return sibling(output, ".train-state.pt").is_file()
 
 
 def human_output_to_stderr(enabled: bool) -> contextlib.AbstractContextManager:

@@ -6,14 +6,81 @@ Imports nothing heavy: building the parser must stay cheap (see ``training.cli``
 from __future__ import annotations
 
 import argparse
+import math
 import platform
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from training.config import FitConfig
 
 DEFAULTS = FitConfig(data=Path("."), output=Path("."))
 DISTRIBUTION = "invasive-species-service"  # the name pyproject.toml installs this project as
+# = model.checkpoint.CheckpointMetadata.input_size's bounds (that module imports torch); a test
+# keeps the two equal. Checked here, a bad --image-size fails at once, not when the first
+# checkpoint is written after an epoch of training.
+INPUT_SIZE_RANGE = (16, 2048)
+SEED_MAX = 2**32 - 1  # scikit-learn's random_state (the splits) takes no more
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N (e.g. cuda:1)"
+
+
+class Parser(argparse.ArgumentParser):
+    """A mistake in the options is one line (the whole usage of ``fit`` would be 30 lines above
+    it), naming the flag and where the options are listed; exit status 2, as argparse's."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} ('{self.prog} --help' lists the "
+                     "options)\n")
+
+
+def integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[low, high]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def number(low: float, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite float in the interval given (``*_open``: bound excluded)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or too_low or too_high:
+            if high is None:
+                bounds = f"{'above' if low_open else 'at least'} {low:g}"
+            else:
+                bounds = (f"in {'(' if low_open else '['}{low:g}, {high:g}"
+                          f"{')' if high_open else ']'}")
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+
+    return parse
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type`` for ``--device``: what ``model.inference.resolve_device`` and
+    ``training.distributed`` handle. Checked here so that a typo such as ``gpu`` gets the
+    choices, not torch's list of its internal device types seconds later."""
+    name = text.strip().lower()
+    if re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        return name
+    raise argparse.ArgumentTypeError(f"{text!r} is not a device here; use {DEVICE_CHOICES}")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -79,12 +146,12 @@ def add_group_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto",
+    p.add_argument("--device", default="auto", type=device_name,
                    help="auto (CUDA if present, else CPU), cpu, cuda, cuda:1")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 (or fp16) mixed precision on CUDA, bf16 on CPUs that "
                         "support it, else fp32")
-    p.add_argument("--workers", type=int, default=DEFAULTS.workers,
+    p.add_argument("--workers", type=integer(0), default=DEFAULTS.workers,
                    help="threads that decode photos (fit --cache none: DataLoader processes)")
 
 
@@ -96,16 +163,18 @@ def add_json_flag(p: argparse.ArgumentParser, what: str) -> None:
 
 def add_recipe_flags(p: argparse.ArgumentParser) -> None:
     """``fit``'s regularisation and fine-tuning knobs (docs/benchmarks.md measures each)."""
-    p.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay, metavar="D",
+    p.add_argument("--ema-decay", type=number(0, 1, high_open=True), default=DEFAULTS.ema_decay,
+                   metavar="D",
                    help="validate and save an exponential moving average of the weights, "
                         "updated every step with this decay (e.g. 0.98; BatchNorm statistics "
                         "copied); 0: off")
-    p.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
+    p.add_argument("--label-smoothing", type=number(0, 1, high_open=True),
+                   default=DEFAULTS.label_smoothing,
                    metavar="E", help="cross-entropy label smoothing (e.g. 0.1); 0: off")
-    p.add_argument("--freeze-epochs", type=float, default=DEFAULTS.freeze_epochs, metavar="N",
+    p.add_argument("--freeze-epochs", type=number(0), default=DEFAULTS.freeze_epochs, metavar="N",
                    help="pretrained --weights: train only the classifier head for the first N "
                         "epochs, then every layer (the backbone gets its own warm-up)")
-    p.add_argument("--backbone-lr-scale", type=float, default=DEFAULTS.backbone_lr_scale,
+    p.add_argument("--backbone-lr-scale", type=number(0), default=DEFAULTS.backbone_lr_scale,
                    metavar="S", help="pretrained --weights: the backbone's peak learning rate "
                                      "is --lr times this (the head's is --lr)")
     p.add_argument("--augment", choices=["field", "aerial"], default=DEFAULTS.augment,

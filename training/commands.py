@@ -17,8 +17,9 @@ from training.cli_flags import (
     add_group_flags,
     add_json_flag,
     add_runtime_flags,
+    integer,
 )
-from training.preflight import check_checkpoint, check_data_dir, check_file
+from training.preflight import check_checkpoint, check_data_dir, check_file, check_output
 
 # = model.engines.ENGINES, written out because that module imports torch (seconds on every
 # --help); tests/training/test_cli_startup.py keeps the two equal.
@@ -64,7 +65,7 @@ def add_offline_commands(sub) -> None:
                    help="CSV file to write, e.g. runs/submission.csv (an existing folder gets "
                         "submission.csv inside it)")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--batch-size", type=integer(1), default=32, help="images per forward pass")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out")
     add_runtime_flags(p)
     _add_engine_flag(p)
@@ -80,7 +81,8 @@ def add_offline_commands(sub) -> None:
     add_group_flags(d)
     d.add_argument("--output", type=Path, required=True, metavar="DIR",
                    help="folder for eda.json, class_balance.png and samples.png, e.g. runs/eda")
-    d.add_argument("--samples", type=int, default=8, help="sample photos per class in samples.png")
+    d.add_argument("--samples", type=integer(1), default=8,
+                   help="sample photos per class in samples.png")
     d.add_argument("--seed", type=int, default=0, help="which sample photos are drawn")
     add_json_flag(d, "the summary")
     d.set_defaults(handler=_run_eda)
@@ -102,6 +104,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     check_data_dir(args.data)
     if args.log is not None:
         check_file(args.log, "--log")
+    check_output(args.output, folder=True)  # before scoring every photo, not after
     from training.cli import human_output_to_stderr
     from training.evaluate import evaluate, evaluation_lines
     from training.summary import rounded
@@ -127,6 +130,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_predict(args: argparse.Namespace) -> int:
     check_checkpoint(args.checkpoint)
     check_data_dir(args.images, "--images", "image folder")
+    # An existing folder gets submission.csv inside it (training.predict).
+    check_output(args.output / "submission.csv" if args.output.is_dir() else args.output)
     from training.predict import predict_folder
 
     result = predict_folder(args.checkpoint, args.images, args.output, device=args.device,
@@ -141,6 +146,7 @@ def _run_eda(args: argparse.Namespace) -> int:
     check_data_dir(args.data)
     if args.group_file is not None:
         check_file(args.group_file, "--group-file")
+    check_output(args.output, folder=True)
     from training.eda import eda_lines, explore
 
     summary = explore(args.data, args.output, skip_bad=args.skip_bad,

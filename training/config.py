@@ -63,8 +63,11 @@ class FitConfig:
 
     def as_metadata(self) -> dict[str, Any]:
         skip = {"resume", "output", "cache_dir", "keep_train_state"}
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()
-                if k not in skip}
+        metadata = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()
+                    if k not in skip}
+        if self.demo:  # its photos are generated into a temporary folder, gone once it is built
+            metadata["data"] = "generated demo photos (not kept)"
+        return metadata
 
 
 # The defaults that depend on the weights, chosen by pooled out-of-fold ROC AUC on hogweed-dev

@@ -50,9 +50,9 @@ from training.metrics import binary_metrics
 from training.oof import OOF_FILE, pooled_figures, write_oof_csv
 from training.plots import plot_training_curves
 from training.runlog import RunLog
-from training.splits import holdout_split, kfold_splits
+from training.splits import fold_limit, holdout_split, kfold_splits
 from training.state import state_path
-from training.summary import cv_end_lines, say
+from training.summary import cv_end_lines, plural, say
 
 ENSEMBLE_FILE = "ensemble.safetensors"
 SELECTION = ("epoch and threshold of each fold chosen on an inner validation split of its "
@@ -64,12 +64,18 @@ def cross_validate(config: FitConfig, *, on_epoch_end: EpochCallback | None = No
     started = time.perf_counter()
     from training.data import load_labelled_data  # indexing only: refuse before any decoding
 
-    if load_labelled_data(config.data, skip_bad=config.skip_bad,
-                          positive_class=config.positive_class).multiclass:
+    data = load_labelled_data(config.data, skip_bad=config.skip_bad,
+                              positive_class=config.positive_class)
+    if data.multiclass:
         raise DataError("--folds is for binary data; multi-class CV is not supported yet (class "
                         "folders with no invasive class: leave out --folds for a hold-out split, "
                         "or name the invasive class with --positive-class)")
-    return run_folds(config, prepare_data(config), on_epoch_end=on_epoch_end, started=started)
+
+    def check_split(labels: list[int], groups: list[str] | None) -> None:
+        plan_folds(config, labels, groups)  # too many folds, or too small a fold: fail now
+
+    prepared = prepare_data(config, data=data, check_split=check_split)
+    return run_folds(config, prepared, on_epoch_end=on_epoch_end, started=started)
 
 
 def run_folds(config: FitConfig, prepared: PreparedData, *,
@@ -78,10 +84,27 @@ def run_folds(config: FitConfig, prepared: PreparedData, *,
     ``config.data``; benchmarks/train_ensemble.py passes the training part of an outer fold)."""
     started = time.perf_counter() if started is None else started
     out_dir = Path(config.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = prepared.data
     plan = fold_plan(config, prepared)  # every split first: a fold too small fails before training
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_folds(config, prepared, plan, out_dir, on_epoch_end, started)
+    except BaseException:
+        # A run that failed (or was interrupted) before writing anything leaves no folder: an
+        # empty one named like a checkpoint (models/model.safetensors) misleads everything
+        # that later looks for a file there. A folder with files in it stays, for --resume.
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+
+
+def _run_folds(config: FitConfig, prepared: PreparedData,
+               plan: list[tuple[np.ndarray, np.ndarray, np.ndarray]], out_dir: Path,
+               on_epoch_end: EpochCallback | None, started: float) -> dict:
+    data = prepared.data
     log = RunLog(config.log or out_dir / "log.jsonl")
+    if not config.resume:  # a new run: not appended to an old one's log
+        log.path.unlink(missing_ok=True)
     is_pos = np.asarray(data.labels) == data.positive_index
     p_oof = np.full(len(data.samples), np.nan)
     fold_of = np.zeros(len(data.samples), dtype=int)
@@ -93,7 +116,7 @@ def run_folds(config: FitConfig, prepared: PreparedData, *,
         p_held = score_held_out(config, prepared, Path(result["checkpoint"]), held_idx)
         p_oof[held_idx], fold_of[held_idx] = p_held, k
         result["held_out"] = binary_metrics(is_pos[held_idx], p_held,
-                                            result["best"]["threshold"])
+                                            result["kept"]["threshold"])
         log.write("held_out", fold=k, **result["held_out"])
         results.append(result)
     groups = prepared.groups or [s.name for s in data.samples]
@@ -151,7 +174,7 @@ def write_ensemble(path: Path, checkpoints: list[Path], results: list[dict[str, 
     """
     loaded = [load_checkpoint(c) for c in checkpoints]
     members = [{"fold": r["fold"], "file": c.name, "model_id": m.model_id,
-                "epoch": r["best"]["epoch"], "held_out_roc_auc": r["held_out"]["roc_auc"]}
+                "epoch": r["kept"]["epoch"], "held_out_roc_auc": r["held_out"]["roc_auc"]}
                for c, m, r in zip(checkpoints, loaded, results, strict=True)]
     first = loaded[0].metadata
     metadata = CheckpointMetadata(
@@ -171,26 +194,37 @@ def write_ensemble(path: Path, checkpoints: list[Path], results: list[dict[str, 
 
 def fold_plan(config: FitConfig, prepared: PreparedData
               ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per fold: (inner training, inner validation, held-out) indices into the dataset.
+    """Per fold: (inner training, inner validation, held-out) indices into the dataset."""
+    return plan_folds(config, prepared.data.labels, prepared.groups)
+
+
+def plan_folds(config: FitConfig, labels: list[int], groups: list[str] | None
+               ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`fold_plan` from the labels and groups alone, so it can run before the decode.
 
     The inner split is ``fit``'s own hold-out split applied to the fold's training part, so whole
     groups stay on one side of it too.
     """
-    labels, groups = np.asarray(prepared.data.labels), prepared.groups
+    limit, why = fold_limit(labels, groups)
+    if config.folds > limit:
+        raise DataError(f"--folds {config.folds}: {why}, too few for {config.folds} folds (each "
+                        "holds out whole groups, every class spread over the folds); use at most "
+                        f"--folds {limit}")
+    y = np.asarray(labels)
     plan = []
     for k, (train_idx, held_idx) in enumerate(
-            kfold_splits(prepared.data.labels, groups, config.folds, config.seed), start=1):
+            kfold_splits(labels, groups, config.folds, config.seed), start=1):
         part_groups = [groups[i] for i in train_idx] if groups is not None else None
         try:
-            fit_pos, select_pos = holdout_split(labels[train_idx].tolist(), part_groups,
+            fit_pos, select_pos = holdout_split(y[train_idx].tolist(), part_groups,
                                                 config.val_fraction, config.seed)
-        except DataError as exc:
-            n_groups = len(set(part_groups)) if part_groups is not None else len(train_idx)
+        except DataError as exc:  # too few groups for 1 in round(1 / --val-fraction)
+            part = len(set(part_groups)) if part_groups is not None else len(train_idx)
             raise DataError(
-                f"fold {k} of {config.folds}: its training part ({len(train_idx)} images, "
-                f"{n_groups} groups) cannot give the inner validation split that chooses the "
-                f"epoch and threshold ({exc}); use fewer --folds, a larger --val-fraction or "
-                "more groups") from None
+                f"--folds {config.folds}: fold {k}'s training part ({len(train_idx)} images, "
+                f"{plural(part, 'group')}) is too small for the inner validation split that "
+                f"chooses the epoch and threshold: {exc}; or use fewer --folds (each fold then "
+                "trains on more)") from None
         plan.append((train_idx[fit_pos], train_idx[select_pos], held_idx))
     return plan
 
@@ -219,12 +253,14 @@ def summarise_folds(results: list[dict[str, Any]]) -> dict[str, Any]:
         "roc_auc_mean": statistics.fmean(aucs),
         "roc_auc_sd": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
         "accuracy_mean": statistics.fmean(r["held_out"]["accuracy"] for r in results),
-        "selection_roc_auc_per_fold": [r["best"]["roc_auc"] for r in results],
+        "selection_roc_auc_per_fold": [r["kept"]["roc_auc"] for r in results],
         "train_images_per_s_mean": statistics.fmean(e["images_per_s"] for e in epochs),
         "epoch_s_mean": statistics.fmean(e["epoch_s"] for e in epochs),
         "data_s_per_epoch_mean": statistics.fmean(e["data_s"] for e in epochs),
         "compute_s_per_epoch_mean": statistics.fmean(e["compute_s"] for e in epochs),
         "epochs_run": [r["epochs_run"] for r in results],
+        "kept_epochs": [r["kept"]["epoch"] for r in results],  # the fold checkpoints' epochs
+        # the best inner-validation epoch of each fold (= kept_epochs with --patience N)
         "best_epochs": [r["best"]["epoch"] for r in results],
         "folds_detail": [{k: v for k, v in r.items() if k != "history"} for r in results],
     }

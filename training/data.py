@@ -6,15 +6,18 @@ Class folders: ``DIR/<class name>/*.jpg``; class names come from the folders (an
 The invasive (positive) class is ``--positive-class``, else a folder called ``invasive``, ``1`` or
 ``positive``; with neither, the data is a multi-class problem (``positive_class`` None).
 
-Every problem found (missing files, duplicate names, labels outside {0, 1}, ...) is collected and
-reported in one :class:`DataError` listing the first offenders, unless ``skip_bad`` is set, in
-which case the bad rows are dropped and listed in ``LabelledData.skipped``.
+Every problem found (missing files, duplicate names, labels outside {0, 1}, files that are not
+images, ...) is collected and reported in one :class:`DataError` listing the first offenders,
+unless ``skip_bad`` is set, in which case the bad rows are dropped and listed in
+``LabelledData.skipped``.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +44,9 @@ class LabelledData:
     positive_class: str | None  # None: multi-class (class folders with no invasive class)
     samples: list[Sample]
     skipped: list[str] = field(default_factory=list)  # "name: why" for rows dropped by skip_bad
+    # Photos in the folder that are not used, said in the start-up summary (not errors: a
+    # Kaggle train/ may hold photos on purpose left out of the labels).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def labels(self) -> list[int]:
@@ -69,8 +75,16 @@ class LabelledData:
         kept = [s for s in self.samples if s.name not in bad_names]
         skipped = self.skipped + [f"{n}: {why}" for n, why in bad_names.items()]
         return LabelledData(
-            self.root, self.layout, self.class_names, self.positive_class, kept, skipped
+            self.root, self.layout, self.class_names, self.positive_class, kept, skipped,
+            self.notes,
         )
+
+
+def without_indices(items: list[str] | None, drop: Collection[int]) -> list[str] | None:
+    """``items`` less the positions in ``drop`` (e.g. the groups of images the decode dropped)."""
+    if items is None:
+        return None
+    return [item for i, item in enumerate(items) if i not in drop]
 
 
 def image_stem(name: str) -> str:
@@ -81,6 +95,11 @@ def image_stem(name: str) -> str:
 
 def read_table(path: Path) -> list[dict[str, str]]:
     """Rows of a CSV as dicts, tolerant of a BOM, CRLF and spaces around headers and values."""
+    return read_table_and_header(path)[1]
+
+
+def read_table_and_header(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """:func:`read_table`, and the header (a file may hold a header and no rows)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -90,7 +109,21 @@ def read_table(path: Path) -> list[dict[str, str]]:
     if not rows:
         raise DataError(f"{path} is empty")
     header, body = rows[0], rows[1:]
-    return [dict(zip(header, row, strict=False)) for row in body]
+    return header, [dict(zip(header, row, strict=False)) for row in body]
+
+
+def missing_columns(path: Path, header: list[str], needed: list[str]) -> str | None:
+    """Why ``header`` lacks a column of ``needed``, with a hint for the usual causes; None when
+    it has them all."""
+    if all(c in header for c in needed):
+        return None
+    hint = ""
+    if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+        hint = " (its fields are not separated by commas: save it as a comma-separated CSV)"
+    elif all(c.lower() in {h.lower() for h in header} for c in needed):
+        hint = " (column names are case-sensitive)"
+    wanted = " and ".join(repr(c) for c in needed)
+    return f"{path} needs columns {wanted}; its header has {header}{hint}"
 
 
 def load_labelled_data(
@@ -102,9 +135,27 @@ def load_labelled_data(
         raise DataError(f"data directory not found: {root}")
     extract_kaggle_archives(root)
     if (root / LABELS_FILE).is_file():
-        data = _load_kaggle(root, skip_bad)
+        data, problems = _load_kaggle(root)
+        where = root / LABELS_FILE
     else:
-        data = _load_class_folders(root, positive_class, skip_bad)
+        data, problems = _load_class_folders(root, positive_class)
+        where = root
+    # A file that is no image at all would otherwise surface only in the decode, after this
+    # report had sent the user off to fix the rest, or after "--skip-bad: N skipped" had been
+    # printed with N too small. Its header tells (no pixels are decoded: about a millisecond a
+    # file), so it is read when there is a report to complete or rows to skip; clean data is
+    # not slowed down (the decode reports what it finds there in one message too).
+    if problems or skip_bad:
+        unreadable = unreadable_headers(data.samples)
+        if unreadable:
+            problems["unreadable images"] = [f"{n} ({why})" for n, why in unreadable.items()]
+            data = data.without(unreadable)
+    if problems and not skip_bad:
+        report = _problem_report(where, problems)
+        if "missing files" in problems and (root / "train.7z").is_file():  # a cut-off unpack
+            report += (f"\n  (if {root / 'train'} was unpacked from train.7z by an older, "
+                       "interrupted run, delete it to unpack the archive again)")
+        raise DataError(report)
     if positive_class is not None:  # class folders took it as given: check it here too
         if positive_class not in data.class_names:
             raise DataError(f"--positive-class {positive_class!r} is not one of {data.class_names}")
@@ -118,23 +169,64 @@ def load_labelled_data(
     return data
 
 
-def _load_kaggle(root: Path, skip_bad: bool) -> LabelledData:
+def unreadable_headers(samples: list[Sample], threads: int = 8) -> dict[str, str]:
+    """name -> why, for the samples whose file no supported image format opens. Only headers
+    are read: a photo whose data is cut short still passes, and the decode finds it."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        found = list(pool.map(lambda s: (s.name, _header_problem(s.path)), samples))
+    return {name: why for name, why in found if why is not None}
+
+
+def _header_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an image the decode accepts, or None; the decode's own words
+    (``model.imaging``), so a photo skipped here reads as one skipped there."""
+    from PIL import Image, UnidentifiedImageError
+
+    from model.imaging import SUPPORTED_FORMATS, open_formats, unsupported_format_error
+
+    try:
+        stream = path.open("rb")
+    except OSError as exc:
+        return f"cannot read the file ({exc})"
+    with stream:
+        try:
+            # Pillow's EXIF/ICC warnings are silenced by model.imaging's filter (a
+            # catch_warnings() here would race between the pool's threads)
+            with Image.open(stream, formats=list(open_formats())) as img:
+                kind = img.format
+        except UnidentifiedImageError:
+            stream.seek(0)
+            return unsupported_format_error(stream.read(16)).message
+        except (OSError, SyntaxError, ValueError) as exc:  # recognised, header cut short
+            return f"the image could not be decoded ({exc})"
+    return None if kind in SUPPORTED_FORMATS else f"image format {kind} is not supported"
+
+
+def _load_kaggle(root: Path) -> tuple[LabelledData, dict[str, list[str]]]:
+    """The rows that are fine, and the problems of the others by kind (as ``skipped`` too)."""
     labels_csv = root / LABELS_FILE
     image_dir = root / "train"
     if not image_dir.is_dir():
         raise DataError(f"{labels_csv} found but the image folder {image_dir} is missing")
-    rows = read_table(labels_csv)
-    if not rows or "name" not in rows[0] or "invasive" not in rows[0]:
-        raise DataError(f"{labels_csv} must have the columns 'name,invasive'")
-    files = {p.name: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    header, rows = read_table_and_header(labels_csv)
+    problem = missing_columns(labels_csv, header, ["name", "invasive"])
+    if problem:
+        raise DataError(problem)
+    if not rows:
+        raise DataError(f"{labels_csv} has a header and no rows: no photo is labelled")
+    # Hidden files are no photos: macOS's "._1.jpg" AppleDouble files, for one.
+    files = {p.name: p for p in image_dir.iterdir()
+             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
     by_stem = {p.stem: p for p in files.values()}
 
     problems: dict[str, list[str]] = {"missing files": [], "duplicate names": [], "bad labels": []}
     samples: list[Sample] = []
     seen: set[str] = set()
+    listed: set[Path | None] = set()  # every photo a row names, well labelled or not
     for line_no, row in enumerate(rows, start=2):
         name, raw_label = row.get("name", ""), row.get("invasive", "")
         path = files.get(name) or by_stem.get(image_stem(name))
+        listed.add(path)
         stem = path.stem if path else image_stem(name)
         if stem in seen:
             problems["duplicate names"].append(f"{name!r} (line {line_no})")
@@ -149,15 +241,18 @@ def _load_kaggle(root: Path, skip_bad: bool) -> LabelledData:
         samples.append(Sample(path=path, label=int(raw_label), name=stem))
 
     found = {k: v for k, v in problems.items() if v}
-    skipped: list[str] = []
-    if found:
-        if not skip_bad:
-            raise DataError(_problem_report(labels_csv, found))
-        skipped = [f"{item}: {kind}" for kind, items in found.items() for item in items]
-    return LabelledData(root, "kaggle", list(KAGGLE_CLASS_NAMES), "invasive", samples, skipped)
+    skipped = [f"{item}: {kind}" for kind, items in found.items() for item in items]
+    unlabelled = sorted(p.name for p in files.values() if p not in listed)
+    notes = [list_offenders(f"photos in {image_dir} with no row in {LABELS_FILE}, left out",
+                            unlabelled)] if unlabelled else []
+    data = LabelledData(root, "kaggle", list(KAGGLE_CLASS_NAMES), "invasive", samples, skipped,
+                        notes)
+    return data, found
 
 
-def _load_class_folders(root: Path, positive_class: str | None, skip_bad: bool) -> LabelledData:
+def _load_class_folders(root: Path, positive_class: str | None
+                        ) -> tuple[LabelledData, dict[str, list[str]]]:
+    """The photos (of photos sharing a name, the first), and the problems by kind."""
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     class_names = [d.name for d in class_dirs]
     if len(class_names) < 2:
@@ -165,20 +260,44 @@ def _load_class_folders(root: Path, positive_class: str | None, skip_bad: bool) 
             f"{root} is neither Kaggle layout ({LABELS_FILE} + train/) nor class folders "
             f"(one sub-folder per class, at least two); found folders: {class_names}"
         )
+    photos = {d: [p for p in sorted(d.iterdir()) if _is_photo(p)] for d in class_dirs}
+    problems: dict[str, list[str]] = {}
+    skipped: list[str] = []
+    nested = {f"{d.name}/{sub.name}": sum(1 for p in sub.rglob("*") if _is_photo(p))
+              for d in class_dirs for sub in sorted(d.iterdir())
+              if sub.is_dir() and not sub.name.startswith(".")}
+    nested = {k: n for k, n in nested.items() if n}
+    # A class folder with no photos would add a class the model can never learn (an output
+    # trained only towards 0): an eda or runs/ folder saved inside the data, or photos kept in
+    # sub-folders, which are not read.
+    empty = [d for d in class_dirs if not photos[d]]
+    if empty:
+        problems["class folders with no photos"] = [
+            f"{d.name}/" + (" (its photos are in sub-folders, which are not read)"
+                            if any(k.startswith(f"{d.name}/") for k in nested) else "")
+            for d in empty]
+        skipped += [f"{d.name}/: class folder with no photos" for d in empty]
+        class_dirs = [d for d in class_dirs if photos[d]]
+        class_names = [d.name for d in class_dirs]
     samples = [
         Sample(path=p, label=i, name=p.stem)
         for i, d in enumerate(class_dirs)
-        for p in sorted(d.iterdir())
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        for p in photos[d]
     ]
+    notes = []
+    if nested:
+        notes.append(list_offenders("photos in sub-folders of class folders, not read (fit "
+                                    "reads CLASS/*.jpg)",
+                                    [f"{k}/ ({n})" for k, n in nested.items()]))
+    loose = [p.name for p in sorted(root.iterdir()) if _is_photo(p)]
+    if loose:
+        notes.append(list_offenders(f"photos in {root} itself, in no class folder, not read",
+                                    loose))
     counts: dict[str, list[str]] = {}
     for s in samples:
         counts.setdefault(s.name, []).append(s.path.relative_to(root).as_posix())
     duplicates = [" & ".join(paths) for paths in counts.values() if len(paths) > 1]
-    skipped: list[str] = []
     if duplicates:  # names key the group CSV, so they must be unique across classes
-        if not skip_bad:
-            raise DataError(_problem_report(root, {"duplicate names": duplicates}))
         # Keep the first file of each name (class folders in sorted order), drop the others.
         kept: dict[str, Sample] = {}
         for s in samples:
@@ -191,7 +310,17 @@ def _load_class_folders(root: Path, positive_class: str | None, skip_bad: bool) 
         samples = list(kept.values())
     # No --positive-class and no folder recognisable as the invasive one: multi-class (None).
     positive = positive_class or _guess_positive(class_names)
-    return LabelledData(root, "folders", class_names, positive, samples, skipped)
+    data = LabelledData(root, "folders", class_names, positive, samples, skipped, notes)
+    if duplicates:
+        problems["duplicate names"] = duplicates
+    return data, problems
+
+
+def _is_photo(path: Path) -> bool:
+    """A file with an image suffix, not hidden (macOS's "._x.jpg" AppleDouble files are not
+    photos; ``predict`` leaves hidden files out too)."""
+    return (path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+            and path.is_file())
 
 
 def _guess_positive(class_names: list[str]) -> str | None:
@@ -203,7 +332,9 @@ def _guess_positive(class_names: list[str]) -> str | None:
 
 def _problem_report(where: Path, problems: dict[str, list[str]]) -> str:
     lines = [f"{where}: the dataset has problems (pass --skip-bad to drop these rows and go on)"]
-    lines += ["  " + list_offenders(kind, items) for kind, items in problems.items()]
+    lines += ["  " + list_offenders(kind, items)
+              + (" (a label must be 0 or 1)" if kind == "bad labels" else "")
+              for kind, items in problems.items()]
     return "\n".join(lines)
 
 
@@ -216,10 +347,10 @@ def load_groups(data: LabelledData, column: str, group_file: str | Path | None) 
     group_file = Path(group_file)
     if not group_file.is_file():
         raise DataError(f"group file not found: {group_file}")
-    rows = read_table(group_file)
-    if not rows or "name" not in rows[0] or column not in rows[0]:
-        columns = list(rows[0]) if rows else []
-        raise DataError(f"{group_file} needs columns 'name' and {column!r}; it has {columns}")
+    header, rows = read_table_and_header(group_file)
+    problem = missing_columns(group_file, header, ["name", column])
+    if problem:
+        raise DataError(problem)
     group_of = {image_stem(r["name"]): r[column] for r in rows}
     missing = [s.name for s in data.samples if not group_of.get(s.name)]
     if missing:

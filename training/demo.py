@@ -91,7 +91,7 @@ def build_demo_checkpoint(
         config = FitConfig(
             data=data, output=output, arch=arch, weights="none", image_size=image_size,
             epochs=epochs, batch_size=8, lr=1e-3, warmup_epochs=0.0, patience=epochs,
-            seed=seed, val_fraction=0.25, workers=0, log=Path(tmp) / "log.jsonl", demo=True,
+            seed=seed, val_fraction=0.25, workers=0, demo=True,  # demo: no log (see fit)
         )
         fit(config)
     state_path(output).unlink(missing_ok=True)  # nothing to resume for a demo; keep models/ tidy

@@ -51,6 +51,7 @@ def explore(data_dir: Path, out_dir: Path, *, skip_bad: bool = False,
         "width": _spread(widths), "height": _spread(heights),
         "most_common_sizes": [f"{w}x{h}: {n}" for (w, h), n in sizes.most_common(5)],
         "formats": dict(formats), "unreadable_headers": unreadable, "skipped": data.skipped,
+        "left_out": data.notes,
     }
     if groups is not None:
         source = group_file or data.root / LABELS_FILE
@@ -116,6 +117,7 @@ def eda_lines(summary: dict[str, Any]) -> list[str]:
     if summary["unreadable_headers"]:
         rows.append(("unreadable", f"{len(summary['unreadable_headers'])}: "
                                    f"{', '.join(summary['unreadable_headers'][:5])}"))
+    rows += [("left out", note) for note in summary.get("left_out", [])]
     g = summary.get("groups")
     if g:
         per_class = ", ".join(f"{k} {v}" for k, v in g["groups_per_class"].items())

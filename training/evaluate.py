@@ -17,6 +17,7 @@ the misclassified images.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ def evaluate(
         plots.update(training_curves(checkpoint, log, out_dir))
         report["plots"] = {k: str(v) for k, v in plots.items()}
         report["metrics_file"] = str(out_dir / "metrics.json")
-        (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+        (out_dir / "metrics.json").write_text(json.dumps(finite_or_null(report), indent=2))
         return report
     is_pos = np.array([data.class_names[s.label] == meta.positive_class for s in data.samples])
     p_pos = probs[:, meta.positive_index]
@@ -125,7 +126,7 @@ def evaluate(
                                                   meta.positive_class, int(keep.sum()))
     report["plots"] = {k: str(v) for k, v in plots.items()}
     report["metrics_file"] = str(out_dir / "metrics.json")
-    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(finite_or_null(report), indent=2))
     return report
 
 
@@ -167,6 +168,18 @@ def check_positive_class(asked: str | None, stored: str | None, class_names: lis
         f"(its threshold {threshold:.4f} was chosen for it, and the service answers with its "
         f"probability), so evaluate scores {stored!r}; leave --positive-class out, or train a "
         f"checkpoint with fit --positive-class {asked}")
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: ``json.dumps`` would write ``NaN`` (a macro
+    ROC AUC over a class with no image), which JSON parsers reject."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    return value
 
 
 def data_scope(training_config: dict[str, Any], data_dir: Path, scored: int, same: bool) -> str:

@@ -1,13 +1,17 @@
-"""``fit``: labelled photos -> the best checkpoint (by validation ROC AUC), resumable after a kill.
+"""``fit``: labelled photos -> a checkpoint, resumable after a kill.
 
 The shape follows torchvision's reference ``train.py``: load the data, build the model, then
-train one epoch / evaluate / keep the best, with early stopping. Details that matter here:
+train one epoch / evaluate / save. By default (``--patience 0``) a fixed schedule: every epoch
+is trained and the last one kept; ``--patience N`` stops early and keeps the epoch with the best
+validation score. Details that matter here:
 
 - photos are decoded once into the decode cache (``training.images``), unless ``cache="none"``;
 - validation scores through the service's ``Classifier`` (``training.loop``), and the decision
   threshold stored in the checkpoint is the one maximising Youden's J on validation; multi-class
-  data (class folders, no invasive class) has no threshold and keeps the epoch of lowest
-  validation log loss (``training.validation``);
+  data (class folders, no invasive class) has no threshold, and its validation score (what
+  ``--patience`` watches) is the log loss (``training.validation``);
+- everything that can be refused (options, output path, architecture, weights, device, the
+  split) is checked before the photos are decoded, which takes minutes on a large set;
 - shuffling and augmentation are seeded per epoch, so a resumed run repeats the epochs it
   redoes exactly as an uninterrupted one would;
 - under ``torchrun`` the same code trains a DistributedDataParallel model, ``--batch-size`` being
@@ -33,7 +37,7 @@ from model.inference import resolve_precision
 from model.preprocessing import PreprocessSpec
 from training import distributed
 from training.config import FitConfig, log_path
-from training.data import LabelledData, load_groups, load_labelled_data
+from training.data import LabelledData, load_groups, load_labelled_data, without_indices
 from training.distributed import EveryRankError
 from training.ema import WeightEma, restore_ema
 from training.errors import DataError, TrainingError, list_offenders
@@ -43,17 +47,27 @@ from training.images import (
     cached_decode,
     decode_images,
     default_cache_dir,
+    find_unreadable,
 )
 from training.loop import score_with_classifier, train_one_epoch
 from training.optim import build_optimizer_and_schedule
+from training.preflight import check_fit_output
 from training.runlog import RunLog
 from training.splits import holdout_split
-from training.state import load_resumable, restore, save_state, snapshot, state_path
-from training.summary import announce, data_lines, finish, say
+from training.state import (
+    OPTION_KEYS,
+    load_resumable,
+    restore,
+    save_state,
+    snapshot,
+    state_path,
+)
+from training.summary import announce, class_counts, data_lines, finish, plural, say
 from training.validation import checkpoint_update, epoch_figures, epoch_text, validation_metrics
-from training.weights import build_initial_model
+from training.weights import build_initial_model, check_initial_weights
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
+SplitCheck = Callable[[list[int], list[str] | None], object]
 
 
 @dataclass
@@ -65,34 +79,49 @@ class PreparedData:
     fingerprint: str
 
 
-def prepare_data(config: FitConfig) -> PreparedData:
-    """Index, validate and (unless ``cache="none"``) decode the dataset once."""
-    data = load_labelled_data(config.data, skip_bad=config.skip_bad,
-                              positive_class=config.positive_class)
+def prepare_data(config: FitConfig, *, data: LabelledData | None = None,
+                 check_split: SplitCheck | None = None) -> PreparedData:
+    """Index, validate and (unless ``cache="none"``) decode the dataset once.
+
+    ``data``: the index, when the caller has made it already. ``check_split(labels, groups)``
+    runs before the decode: a split that cannot be made (too few groups) fails at once.
+    """
+    if data is None:
+        data = load_labelled_data(config.data, skip_bad=config.skip_bad,
+                                  positive_class=config.positive_class)
     if distributed.is_main():
         say(data_lines(config, data))  # before the decode: the first thing a user sees
+    groups = load_groups(data, config.group_column, config.group_file) if config.group_column \
+        else None
+    if check_split is not None:
+        check_split(data.labels, groups)
     spec = PreprocessSpec(input_size=config.image_size)
     images = None
+    paths = [s.path for s in data.samples]
     if config.cache != "none":
         cache_dir = None
         if config.cache == "disk":
             cache_dir = config.cache_dir or default_cache_dir()
-        paths = [s.path for s in data.samples]
         images, failures = cached_decode(paths, spec, threads=config.workers, cache_dir=cache_dir)
-        if failures:
-            bad = {data.samples[i].name: why for i, why in sorted(failures.items())}
-            if not config.skip_bad:
-                raise DataError(
-                    f"{config.data}: the dataset has problems (pass --skip-bad to drop these "
-                    f"rows and go on)\n  "
-                    + list_offenders("unreadable images", [f"{n} ({w})" for n, w in bad.items()])
-                )
-            keep = [i for i in range(len(paths)) if i not in failures]
-            images, data = images[keep], data.without(bad)
+    else:  # nothing is kept, but a photo that does not decode must not surface mid-epoch
+        failures = find_unreadable(paths, spec, threads=config.workers)
+    if failures:
+        bad = {data.samples[i].name: why for i, why in sorted(failures.items())}
+        if not config.skip_bad:
+            raise DataError(
+                f"{config.data}: the dataset has problems (pass --skip-bad to drop these "
+                f"rows and go on)\n  "
+                + list_offenders("unreadable images", [f"{n} ({w})" for n, w in bad.items()])
+            )
+        keep = [i for i in range(len(paths)) if i not in failures]
+        images = images[keep] if images is not None else None
+        data, groups = data.without(bad), without_indices(groups, failures)
+        if distributed.is_main():  # the "images" line above counted these: correct it
+            tqdm.write(f"  decoding    {plural(len(bad), 'more unreadable image')} skipped "
+                       f"by --skip-bad; {len(data.samples)} images left: "
+                       f"{class_counts(data.class_names, data.labels)}")
     if data.skipped and distributed.is_main():
         tqdm.write(f"--skip-bad: {list_offenders('skipped', data.skipped)}")
-    groups = load_groups(data, config.group_column, config.group_file) if config.group_column \
-        else None
     return PreparedData(data, groups, spec, images, data.fingerprint())
 
 
@@ -102,21 +131,30 @@ def fit(config: FitConfig, *, on_epoch_end: EpochCallback | None = None) -> dict
     Under ``torchrun`` every process calls this; they train one model together (DDP).
     """
     started = time.perf_counter()
-    distributed.check_options(config.batch_size, config.folds)
-    if config.ensemble and config.folds < 2:
-        raise TrainingError("--ensemble writes the models of a cross-validation as one "
-                            "checkpoint: add --folds k (k >= 2, e.g. --folds 5)")
+    check_options(config)
     runtime(config)  # a bad --device or --precision fails now, not after decoding the data
+    # Under DDP only rank 0 reads --weights (the others start from its copy).
+    weights = config.weights if distributed.Launch.from_env().rank == 0 else "none"
+    check_initial_weights(config.arch, weights, config.image_size)
     if config.folds > 1:
         from training.cv import cross_validate
 
         return cross_validate(config, on_epoch_end=on_epoch_end)
+
+    def check_split(labels: list[int], groups: list[str] | None) -> None:
+        holdout_split(labels, groups, config.val_fraction, config.seed)
+
     with distributed.session(config.device, config.dist_timeout):
         with distributed.main_rank_first():
-            prepared = prepare_data(config)
+            prepared = prepare_data(config, check_split=check_split)
         train_idx, val_idx = holdout_split(prepared.data.labels, prepared.groups,
                                            config.val_fraction, config.seed)
-        log = RunLog(log_path(config) if distributed.is_main() else None)
+        # A demo trains on generated photos in a temporary folder: a log there would be gone
+        # before anyone could read it, so it writes none.
+        keep_log = distributed.is_main() and not config.demo
+        log = RunLog(log_path(config) if keep_log else None)
+        if log.path is not None and not config.resume:  # a new run: not appended to an old one
+            log.path.unlink(missing_ok=True)
         output = Path(config.output)
         result = train_split(config, prepared, train_idx, val_idx, output, log,
                              on_epoch_end=on_epoch_end)
@@ -125,10 +163,29 @@ def fit(config: FitConfig, *, on_epoch_end: EpochCallback | None = None) -> dict
         return result
 
 
+def check_options(config: FitConfig) -> None:
+    """What the flags cannot ask together, and an output that cannot be written: refused
+    before any work (``invasive-train fit`` checks each flag's own range as it parses it)."""
+    if distributed.Launch.from_env().rank == 0:  # the only rank that writes (under torchrun)
+        check_fit_output(Path(config.output), config.folds,
+                         Path(config.log) if config.log else None)
+    distributed.check_options(config.batch_size, config.folds)
+    if config.ensemble and config.folds < 2:
+        raise TrainingError("--ensemble writes the models of a cross-validation as one "
+                            "checkpoint: add --folds k (k >= 2, e.g. --folds 5)")
+    if config.freeze_epochs and config.weights != "none" and config.schedule != "cosine":
+        raise TrainingError(f"--freeze-epochs needs --schedule cosine (the backbone's own "
+                            f"warm-up after it is part of that schedule), not {config.schedule}")
+
+
 def runtime(config: FitConfig) -> tuple[torch.device, str]:
     """This process's device and precision; a user's impossible choice is a clear error."""
     try:
         device = distributed.local_device(config.device)
+        if device.type == "cuda" and device.index is not None \
+                and device.index >= torch.cuda.device_count():
+            raise ValueError(f"there is no GPU {device.index}: CUDA sees "
+                             f"{plural(torch.cuda.device_count(), 'GPU')} (cuda:0 ...)")
         return device, resolve_precision(config.precision, device)
     except TrainingError:
         raise
@@ -149,7 +206,8 @@ def train_split(
     held_out: np.ndarray | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> dict[str, Any]:
-    """Train on ``train_idx``, validate on ``val_idx``, keep the best checkpoint at ``output``.
+    """Train on ``train_idx``, validate on ``val_idx``, keep a checkpoint at ``output``: the
+    last epoch's (``--patience 0``) or the best validated one's (``--patience N``).
 
     ``held_out`` (cross-validation) is only counted and reported: the images of the fold that
     ``training.cv`` scores afterwards; nothing here looks at them.
@@ -180,11 +238,12 @@ def train_split(
         input_size=spec.input_size, training_config={**config.as_metadata(), **run_info},
         data_fingerprint=prepared.fingerprint, demo=config.demo,
     )
+    # best: the epoch with the best validation score so far (what "*" marks); kept: the epoch
+    # the checkpoint holds. They differ only under a fixed schedule (--patience 0).
     progress: dict[str, Any] = {"epoch": 0, "history": [], "best_score": -math.inf,
-                                "best": None, "stale": 0}
+                                "best": None, "kept": None, "stale": 0}
     state_file = state_path(output)
-    identity = {"fingerprint": prepared.fingerprint, "arch": config.arch,
-                "image_size": config.image_size, "epochs": config.epochs}
+    identity = resume_identity(config, prepared.fingerprint)
     state = distributed.from_main(lambda: _resume_state(state_file, identity, config, fold))
     if main:
         announce(config, prepared, train_idx, val_idx, fold, model, steps, output, log.path,
@@ -230,13 +289,16 @@ def train_split(
         }
         record["epoch_s"] = round(record["train_s"] + record["val_s"], 3)
         improved = score > progress["best_score"]
-        if improved or not config.patience:  # patience 0: a fixed schedule keeps the last epoch
+        if improved:
             progress.update(best_score=score, stale=0, best={**metrics, "epoch": epoch})
-            metadata = metadata.model_copy(update=checkpoint_update(metrics, epoch))
-            if main:
-                save_checkpoint(output, kept_model, metadata)
         else:
             progress["stale"] += 1
+        if improved or not config.patience:  # patience 0: a fixed schedule keeps the last epoch
+            progress["kept"] = {**metrics, "epoch": epoch}
+            metadata = metadata.model_copy(
+                update=checkpoint_update(metrics, epoch, fixed_schedule=not config.patience))
+            if main:
+                save_checkpoint(output, kept_model, metadata)
         progress["epoch"] = epoch
         progress["history"].append(record)
         log.write("epoch", **record)
@@ -252,7 +314,8 @@ def train_split(
             on_epoch_end(epoch, record)
 
     result = {"checkpoint": str(output), "log": str(log.path) if log.path else None,
-              "fold": fold, "best": progress["best"], "epochs_run": progress["epoch"],
+              "fold": fold, "kept": progress["kept"], "best": progress["best"],
+              "epochs_run": progress["epoch"],
               "history": progress["history"], **run_info,
               "task": "multiclass" if data.multiclass else "binary"}
     log.write("result", **{k: v for k, v in result.items() if k != "history"})
@@ -300,6 +363,15 @@ def split_images(prepared: PreparedData, idx: np.ndarray, threads: int) -> torch
     if failures:
         raise DataError(list_offenders("unreadable images", [str(paths[i]) for i in failures]))
     return images
+
+
+def resume_identity(config: FitConfig, fingerprint: str) -> dict[str, Any]:
+    """What ``training.state.load_resumable`` compares on ``--resume``."""
+    options = {k: getattr(config, k) for k in OPTION_KEYS}
+    if config.group_file is not None:  # the same file, however the path was written
+        options["group_file"] = str(Path(config.group_file).resolve())
+    return {"fingerprint": fingerprint, "arch": config.arch, "image_size": config.image_size,
+            "epochs": config.epochs, "options": options}
 
 
 def _resume_state(state_file: Path, identity: dict[str, Any], config: FitConfig,

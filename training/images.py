@@ -35,11 +35,26 @@ def decode_images(
     """
     size = spec.input_size
     out = torch.zeros((len(paths), 3, size, size), dtype=torch.uint8)
+    failures = _decode_each(paths, spec, threads, desc, keep=out)
+    return out, failures
+
+
+def find_unreadable(paths: list[Path], spec: PreprocessSpec, *, threads: int = 2,
+                    desc: str = "checking") -> dict[int, str]:
+    """The photos that do not decode, by index, keeping no pixels: ``--cache none`` decodes
+    during training, where one bad photo would end the run with a worker's traceback."""
+    return _decode_each(paths, spec, threads, desc, keep=None)
+
+
+def _decode_each(paths: list[Path], spec: PreprocessSpec, threads: int, desc: str,
+                 keep: torch.Tensor | None) -> dict[int, str]:
     failures: dict[int, str] = {}
 
     def one(i: int) -> None:
         try:
-            out[i] = prepare_input(paths[i], spec)
+            image = prepare_input(paths[i], spec)
+            if keep is not None:
+                keep[i] = image
         except ImageDecodeError as exc:
             failures[i] = exc.message
         except OSError as exc:
@@ -48,7 +63,7 @@ def decode_images(
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         list(tqdm(pool.map(one, range(len(paths))), total=len(paths), desc=desc, leave=False,
                   unit="img", mininterval=1.0, disable=not distributed.is_main()))
-    return out, failures
+    return failures
 
 
 def default_cache_dir() -> Path:

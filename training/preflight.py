@@ -36,6 +36,42 @@ def check_file(path: Path, flag: str) -> None:
         raise TrainingError(f"{flag} {path}: permission denied (cannot read the file)")
 
 
+def check_output(path: Path, *, folder: bool = False, flag: str = "--output") -> None:
+    """``path`` can be written: a file path that is no folder, or (``folder``: ``fit --folds``)
+    a folder path that is no file, in a place this user may create files. Checked before any
+    work: a run that trained for hours must not fail at its first write."""
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise TrainingError(f"{flag} {path} is a file; it must be a folder")
+    elif path.is_dir():
+        raise TrainingError(
+            f"{flag} {path} is a folder; it must be the file to write, e.g. "
+            f"{path / 'model.safetensors'} (remove the folder if an earlier run left it empty)")
+    existing = path if folder and path.exists() else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TrainingError(f"{flag} {path}: {existing} is a file, so no folder can be made there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        why = "read-only file system" if read_only else "permission denied"
+        raise TrainingError(f"{flag} {path}: {why} (cannot create files in {existing})")
+
+
+def check_fit_output(output: Path, folds: int, log: Path | None) -> None:
+    """``fit``'s ``--output`` (a checkpoint file; with ``--folds``: a folder) and ``--log``."""
+    if folds > 1:
+        if output.suffix == ".safetensors":  # the README's single-model --output, plus --folds
+            raise TrainingError(
+                f"--output {output}: --folds writes a folder (fold1.safetensors ... and cv.json "
+                f"inside it); pass a folder path, e.g. --output {output.parent / 'cv'}")
+        if output.exists() and not output.is_dir():
+            raise TrainingError(f"--output {output} is a file; with --folds it must be a folder")
+    check_output(output, folder=folds > 1)
+    if log is not None:
+        check_output(log, flag="--log")
+
+
 def check_checkpoint(path: Path) -> None:
     """A readable safetensors file whose header carries this project's metadata."""
     if not path.exists():

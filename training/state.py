@@ -51,7 +51,14 @@ def load_state(path: Path) -> dict[str, Any]:
 
 # What a resumed run must share with the run that wrote the state, and what it continues.
 IDENTITY_KEYS = ("fingerprint", "arch", "image_size", "epochs")
-PROGRESS_KEYS = ("epoch", "history", "best_score", "best", "stale")
+# Also the options that decide the split (a changed one would let photos that trained the first
+# epochs choose the kept epoch and threshold) and the optimisation, so that the resumed run
+# trains as the uninterrupted one would. Kept under "options" (the state's own "schedule" is the
+# scheduler's); a state written before they were recorded has none, and is not checked on them.
+OPTION_KEYS = ("positive_class", "seed", "val_fraction", "group_column", "group_file",
+               "batch_size", "lr", "weight_decay", "warmup_epochs", "schedule", "freeze_epochs",
+               "backbone_lr_scale", "ema_decay", "label_smoothing", "augment")
+PROGRESS_KEYS = ("epoch", "history", "best_score", "best", "kept", "stale")
 
 
 def snapshot(progress: dict[str, Any], identity: dict[str, Any], model: torch.nn.Module,
@@ -67,12 +74,15 @@ def snapshot(progress: dict[str, Any], identity: dict[str, Any], model: torch.nn
 def load_resumable(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
     """:func:`load_state`, refused unless it was written with the same data and options."""
     state = load_state(path)
-    for key in IDENTITY_KEYS:
-        if state.get(key) != identity[key]:
+    pairs = [(k, state.get(k), identity[k]) for k in IDENTITY_KEYS]
+    if isinstance(state.get("options"), dict):
+        pairs += [(k, state["options"].get(k), identity["options"][k]) for k in OPTION_KEYS]
+    for key, theirs, ours in pairs:
+        if theirs != ours:
+            name = "data (fingerprint)" if key == "fingerprint" else "--" + key.replace("_", "-")
             raise TrainingError(
-                f"--resume: {path} was made with {key}={state.get(key)!r}, this run has "
-                f"{identity[key]!r}; resume with the same data and options, or start afresh "
-                "without --resume"
+                f"--resume: {path} was made with {name} {theirs!r}, this run has {ours!r}; "
+                "resume with the same data and options, or start afresh without --resume"
             )
     return state
 
@@ -83,4 +93,7 @@ def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.opti
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
-    return {k: state[k] for k in PROGRESS_KEYS}
+    progress = {k: state[k] for k in PROGRESS_KEYS if k in state}
+    # A state written before "kept" existed called the kept epoch "best".
+    progress.setdefault("kept", state["best"])
+    return progress

@@ -23,16 +23,16 @@ from training.state import state_path
 from training.weights import describe_weights
 
 LEGEND = ("per epoch: training loss, validation loss / ROC AUC / accuracy, training images/s, "
-          "seconds; * = best validation ROC AUC so far, checkpoint saved")
+          "seconds; * = best validation ROC AUC so far")
 MULTICLASS_LEGEND = ("per epoch: training loss, validation loss / macro one-vs-rest ROC AUC / "
                      "top-1 accuracy / macro-F1, training images/s, seconds; * = lowest "
-                     "validation log loss so far, checkpoint saved")
+                     "validation log loss so far")
 LAYOUTS = {"kaggle": "Kaggle layout: train/ + train_labels.csv", "folders": "one folder per class"}
 PRECISIONS = {"fp32": "fp32", "bf16": "bf16 mixed precision (autocast)",
               "fp16": "fp16 mixed precision (autocast, loss scaling)"}
 CACHES = {"memory": "decoded once at model size, kept in memory",
           "disk": "decoded once at model size, kept in memory and on disk",
-          "none": "full photos decoded every epoch"}
+          "none": "full photos decoded every epoch (each checked once first)"}
 
 
 def say(lines: list[str]) -> None:
@@ -74,6 +74,7 @@ def data_lines(config: FitConfig, data) -> list[str]:
         ("data", f"{config.data} ({LAYOUTS.get(data.layout, data.layout)})"),
         ("images", f"{len(data.samples)}: {class_counts(data.class_names, data.labels)}"
                    f"{skipped}"),
+        *[("left out", note) for note in data.notes],
         ("classes", f"{', '.join(data.class_names)}; positive (invasive) class: "
                     f"{data.positive_class}" if not data.multiclass else
                     f"{', '.join(data.class_names)}; multi-class: no --positive-class and no "
@@ -144,7 +145,14 @@ def run_lines(config: FitConfig, *, groups: list[str] | None, train_idx, val_idx
                       f"{plural(config.warmup_epochs, 'epoch')}, then {config.schedule}"),
     ]
     rows += [(label, path) for label, path in outputs.items() if path is not None]
-    return [*_rows(rows), MULTICLASS_LEGEND if multiclass else LEGEND]
+    return [*_rows(rows), legend(multiclass, config.patience)]
+
+
+def legend(multiclass: bool, patience: int) -> str:
+    """The line above the epochs: what they show, what "*" marks and which epoch is saved."""
+    saved = (", checkpoint saved" if patience else
+             "; the checkpoint is saved every epoch and the last one kept (--patience 0)")
+    return (MULTICLASS_LEGEND if multiclass else LEGEND) + saved
 
 
 def selection_name(multiclass: bool) -> str:
@@ -157,7 +165,11 @@ def fit_outputs(config: FitConfig, checkpoint: Path, log: Path | None,
     """The files a single-split run writes, as the start-up summary lists them."""
     keep = "kept" if config.keep_train_state else "removed when the run finishes"
     kept = "the best epoch's" if config.patience else "the last epoch's"
-    return {"checkpoint": f"{checkpoint} ({kept} weights)",
+    if checkpoint.is_file() and not config.resume:  # say so before the first epoch replaces it
+        kept += " weights; replaces the file there now after epoch 1"
+    else:
+        kept += " weights"
+    return {"checkpoint": f"{checkpoint} ({kept})",
             "log": str(log) if log else None,
             "train state": f"{state} (for --resume after a kill; {keep})"}
 
@@ -182,22 +194,32 @@ def metrics_text(m: dict[str, Any]) -> str:
 
 
 def end_lines(config: FitConfig, result: dict[str, Any], wall_s: float) -> list[str]:
-    """The end summary of a single-split run: best epoch, its metrics, threshold, paths."""
-    best, run = result["best"], result["epochs_run"]
+    """The end summary of a single-split run: the kept epoch, its metrics, threshold, paths."""
+    kept, best, run = result["kept"], result["best"], result["epochs_run"]
     multiclass = result.get("task") == "multiclass"
-    stop = (f"stopped early ({config.patience} without a better {selection_name(multiclass)})"
+    selection = selection_name(multiclass)
+    stop = (f"stopped early ({config.patience} without a better {selection})"
             if run < config.epochs else f"--epochs {config.epochs}")
     lines = [f"done in {_duration(wall_s)}: {plural(run, 'epoch')}, {stop}"]
-    if best is None:
+    if kept is None:
         return [*lines, "  no epoch was run: nothing to report"]
     state = result.get("train_state")
+    if config.patience:
+        why = f"the best {selection}"
+    elif best["epoch"] == kept["epoch"]:
+        why = f"the last (--patience 0), and the best {selection}"
+    elif _figure(best, multiclass) == _figure(kept, multiclass):
+        why = f"the last (--patience 0), tied for the best {selection} with epoch {best['epoch']}"
+    else:  # a fixed schedule: say which epoch validated best, and that it was not kept
+        name, value = _figure(best, multiclass)
+        why = (f"the last (--patience 0); the best {selection} was epoch {best['epoch']}'s "
+               f"({name} {value:.4f}), not kept")
     rows = [
-        ("best epoch", f"{best['epoch']} of {run}"),
-        ("validation", f"{best['count']} images: {metrics_text(best)}"),
-        ("threshold", None if multiclass else f"{best['threshold']:.4f}: maximises Youden's J "
+        ("kept epoch", f"{kept['epoch']} of {run}: {why}"),
+        ("validation", f"{kept['count']} images: {metrics_text(kept)}"),
+        ("threshold", None if multiclass else f"{kept['threshold']:.4f}: maximises Youden's J "
                       "(TPR - FPR) on validation; stored in the checkpoint"),
-        ("answer", "the top class (multi-class: no threshold); kept epoch: lowest validation "
-                   "log loss" if multiclass else None),
+        ("answer", "the top class (multi-class: no threshold)" if multiclass else None),
         ("checkpoint", result["checkpoint"]),
         ("log", result.get("log")),
         ("curves", result.get("plots", {}).get("training_curves")),
@@ -205,13 +227,24 @@ def end_lines(config: FitConfig, result: dict[str, Any], wall_s: float) -> list[
                                             "--keep-train-state keeps it)"),
     ]
     lines += _rows([(k, str(v)) for k, v in rows if v is not None])
-    chosen = "best epoch was" if multiclass else "best epoch and the threshold were"
-    honest = "held-out data gives" if multiclass else "held-out data or --folds give"
-    lines.append(f"  (the {chosen} chosen on these validation images, so the figures lean "
-                 f"optimistic; {honest} an honest estimate)")
-    lines.append(f"next: invasive-train evaluate --checkpoint {result['checkpoint']} "
-                 "--data HELD_OUT_DATA --output runs/eval")
+    chosen = [*(["kept epoch"] if config.patience else []), *([] if multiclass else
+                                                                ["threshold"])]
+    if chosen:  # multi-class on a fixed schedule: these images chose nothing
+        honest = "held-out data gives" if multiclass else "held-out data or --folds give"
+        lines.append(f"  (the {' and the '.join(chosen)} {'were' if len(chosen) > 1 else 'was'} "
+                     "chosen on these validation images, so the figures lean optimistic; "
+                     f"{honest} an honest estimate)")
+    if not config.demo:  # a demo's photos are generated and gone: there is nothing to compare
+        lines.append(f"next: invasive-train evaluate --checkpoint {result['checkpoint']} "
+                     "--data HELD_OUT_DATA --output runs/eval")
     return lines
+
+
+def _figure(metrics: dict[str, Any], multiclass: bool) -> tuple[str, float]:
+    """The figure that scores an epoch (``training.validation.validation_metrics``)."""
+    if not multiclass and math.isfinite(metrics.get("roc_auc", math.nan)):
+        return "ROC AUC", metrics["roc_auc"]
+    return "log loss", metrics["log_loss"]
 
 
 def cv_end_lines(config: FitConfig, summary: dict[str, Any], wall_s: float,
@@ -243,7 +276,9 @@ def cv_end_lines(config: FitConfig, summary: dict[str, Any], wall_s: float,
         ("selection", "epoch and threshold chosen on an inner validation split of each fold's "
                       f"training part (ROC AUC there: {chosen}; selected on it: optimistic); "
                       "the held-out folds chose nothing"),
-        ("best epochs", ", ".join(str(e) for e in summary["best_epochs"])),
+        ("kept epochs", ", ".join(str(e) for e in summary["kept_epochs"])
+                        + (" (the last of each fold: --patience 0)" if not config.patience
+                           else f" (the best inner {selection_name(False)} of each fold)")),
         *[(k, str(v)) for k, v in paths.items() if v],
     ]
     return [f"done in {_duration(wall_s)}: {config.arch} {config.folds}-fold cross-validation",

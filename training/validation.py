@@ -1,14 +1,16 @@
 """Per-epoch validation for this task: binary (is the invasive class present) or multi-class.
 
-``fit`` asks four things of a validated epoch, whatever the task: its metrics and the score that
-selects the kept epoch (:func:`validation_metrics`), the figures for the epoch's log record
+``fit`` asks four things of a validated epoch, whatever the task: its metrics and its score
+(:func:`validation_metrics`: what ``--patience`` watches, and what selects the kept epoch
+under it), the figures for the epoch's log record
 (:func:`epoch_figures`), the epoch's progress-line text (:func:`epoch_text`) and what the kept
 checkpoint's metadata records (:func:`checkpoint_update`).
 
-Binary: ROC AUC selects (negative log loss when the AUC is undefined); the checkpoint's threshold
+Binary: ROC AUC scores (negative log loss when the AUC is undefined); the checkpoint's threshold
 maximises Youden's J. Multi-class (``data.multiclass``: class folders with no invasive class): the
-answer is the top class, there is no threshold, and the lowest log loss selects; see
-:data:`MULTICLASS_SELECTION`.
+answer is the top class, there is no threshold, and the lowest log loss scores best; see
+:data:`MULTICLASS_SELECTION`. Under the default fixed schedule (``--patience 0``) no score
+selects anything: the last epoch is kept, for either task.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from training.metrics import binary_metrics, multiclass_metrics, youden_threshol
 # top class and honest probabilities, which the service returns for every class) and the very
 # quantity training minimises.
 MULTICLASS_SELECTION = "log_loss"
+FIXED_SCHEDULE = "last_epoch"  # what a multi-class checkpoint's "selection" says under --patience 0
 
 
 def validation_metrics(data: LabelledData, labels: np.ndarray,
@@ -68,10 +71,13 @@ def epoch_text(metrics: dict[str, Any]) -> str:
     return text
 
 
-def checkpoint_update(metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
-    """The metadata fields the kept epoch's checkpoint gets."""
+def checkpoint_update(metrics: dict[str, Any], epoch: int, *,
+                      fixed_schedule: bool = False) -> dict[str, Any]:
+    """The metadata fields the kept epoch's checkpoint gets (``fixed_schedule``: kept for being
+    the last, not chosen by its score)."""
     validation = {**metrics, "epoch": epoch}
     if is_multiclass(metrics):
-        return {"metrics": {"validation": validation, "selection": MULTICLASS_SELECTION}}
+        selection = FIXED_SCHEDULE if fixed_schedule else MULTICLASS_SELECTION
+        return {"metrics": {"validation": validation, "selection": selection}}
     return {"threshold": metrics["threshold"],
             "metrics": {"validation": validation, "threshold_method": "youden_j"}}

@@ -22,16 +22,38 @@ from training.errors import TrainingError, list_offenders
 def build_initial_model(arch: str, num_classes: int, weights: str) -> nn.Module:
     """``arch`` with ``num_classes`` outputs, initialised as ``weights`` says."""
     try:
-        if weights == "none":
-            return build_model(arch, num_classes)
         model = build_model(arch, num_classes=1000 if weights == "imagenet" else num_classes)
-    except ValueError as exc:
-        raise TrainingError(str(exc)) from None
+        classifier_head_name(model)  # the head fit replaces and describes: none, no training
+    except ValueError as exc:  # an unknown name, or a model without a linear classifier head
+        raise TrainingError(f"--arch {arch}: {exc}") from None
+    if weights == "none":
+        return model
     if weights == "imagenet":
         model.load_state_dict(_imagenet_state_dict(arch))
         return replace_classifier(model, num_classes)
     load_backbone(model, Path(weights))
     return model
+
+
+def check_initial_weights(arch: str, weights: str, image_size: int) -> None:
+    """Build ``arch`` with ``weights`` once, run one training-mode step's forward pass at
+    ``image_size`` and drop it, so that an unknown architecture, a failed download, a weights
+    file that does not fit, or a model that cannot train here (an input size it refuses,
+    auxiliary outputs) is refused before the photos are decoded (minutes on a large set), not
+    after. For ``imagenet`` this downloads the weights into the torch hub cache, where the real
+    build then finds them."""
+    model = build_initial_model(arch, 2, weights).train()
+    try:
+        with torch.no_grad():  # 2 images: BatchNorm refuses a batch of one in training mode
+            out = model(torch.zeros(2, 3, image_size, image_size))
+    except (AssertionError, RuntimeError, ValueError) as exc:  # vit_b_16: "Wrong image height!"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise TrainingError(f"--arch {arch} does not take --image-size {image_size} input "
+                            f"({reason}); try another --image-size or --arch") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 2):
+        raise TrainingError(f"--arch {arch}: in training it returns {type(out).__name__}, not "
+                            "one tensor of class scores (e.g. auxiliary outputs), which fit "
+                            "cannot train; pick another --arch")
 
 
 def describe_weights(arch: str, weights: str, model: nn.Module) -> str:
@@ -78,7 +100,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means "not a usable weights file"
-        raise TrainingError(f"--weights {path}: not a readable state dict ({exc})") from None
+        # torch's own message runs to a dozen lines of advice (load with weights_only=False,
+        # file a PyTorch issue) that this CLI cannot take and the user should not: one line.
+        if path.suffix == ".safetensors":
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        else:
+            reason = ("torch.save files are read with weights_only=True, so one holding "
+                      "anything but tensors and plain containers is refused too")
+        raise TrainingError(f"--weights {path}: not a safetensors file or a torch.save state "
+                            f"dict ({reason})") from None
     for wrapper in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

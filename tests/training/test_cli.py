@@ -144,3 +144,37 @@ def test_predict_reads_nested_folders_and_names_rows_by_relative_path(demo_check
     assert main(["predict", "--checkpoint", str(demo_checkpoint), "--images", str(folder_data),
                  "--output", str(out)]) == 2
     assert "names that differ only in extension (1): invasive/4" in capsys.readouterr().err
+
+
+def test_output_paths_are_checked_before_scoring(demo_checkpoint, kaggle_data, tmp_path,
+                                                 monkeypatch, capsys):
+    """Audit: evaluate and predict scored every photo, then failed to write with a
+    traceback; eda too."""
+    import training.scoring
+
+    def scored(*args, **kwargs):
+        raise AssertionError("scored before the output was checked")
+
+    monkeypatch.setattr(training.scoring, "score_files", scored)
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    for argv, message in (
+        (["evaluate", "--checkpoint", str(demo_checkpoint), "--data", str(kaggle_data),
+          "--output", str(a_file)], f"error: --output {a_file} is a file; it must be a folder"),
+        (["predict", "--checkpoint", str(demo_checkpoint), "--images",
+          str(kaggle_data / "train"), "--output", str(a_file / "s.csv")],
+         f"error: --output {a_file / 's.csv'}: {a_file} is a file, so no folder can be made "
+         "there"),
+        (["eda", "--data", str(kaggle_data), "--output", str(a_file)],
+         f"error: --output {a_file} is a file; it must be a folder"),
+    ):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == message + "\n"
+
+
+def test_metrics_json_has_no_nan():
+    from training.evaluate import finite_or_null
+
+    report = {"roc_auc": float("nan"), "per_class": [{"f1": float("inf")}, 0.5], "n": 3}
+    assert finite_or_null(report) == {"roc_auc": None, "per_class": [{"f1": None}, 0.5], "n": 3}
+    json.loads(json.dumps(finite_or_null(report), allow_nan=False))

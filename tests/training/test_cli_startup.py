@@ -198,3 +198,88 @@ def test_version_names_this_package_and_torch(capsys):
     assert text.startswith(f"invasive-train {expected} (torch ")
     assert f"torch {importlib.metadata.version('torch')}," in text
     assert f"torchvision {importlib.metadata.version('torchvision')}," in text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+    (["--image-size", "8"], "argument --image-size: must be from 16 to 2048, got 8"),
+    (["--lr", "-1"], "argument --lr: must be above 0, got -1"),
+    (["--lr", "nan"], "argument --lr: must be above 0, got nan"),
+    (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (["--patience", "-1"], "argument --patience: must be at least 0, got -1"),
+    (["--val-fraction", "1.5"], "argument --val-fraction: must be in (0, 0.5), got 1.5"),
+    (["--folds", "0"], "argument --folds: must be at least 1, got 0"),
+    (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
+    (["--ema-decay", "1.5"], "argument --ema-decay: must be in [0, 1), got 1.5"),
+    (["--label-smoothing", "2"], "argument --label-smoothing: must be in [0, 1), got 2"),
+    (["--seed", "-1"], "argument --seed: must be from 0 to 4294967295, got -1"),
+    (["--dist-timeout", "0"], "argument --dist-timeout: must be above 0, got 0"),
+    (["--batch-size", "ten"], "argument --batch-size: expected a whole number, got 'ten'"),
+    (["--device", "gpu"], "argument --device: 'gpu' is not a device here; use auto, cpu, cuda "
+                          "or cuda:N (e.g. cuda:1)"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_fit_options_out_of_range_are_one_line_errors(argv, message, capsys):
+    """Audit: --batch-size 0, --image-size 8 and --lr -1 ended in tracebacks after the decode,
+    --epochs 0 in exit 0 with no checkpoint."""
+    with pytest.raises(SystemExit) as exit:
+        main(["fit", "--data", "d", "--output", "o", *argv])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (f"invasive-train fit: error: {message} ('invasive-train fit --help' lists "
+                   "the options)\n")
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--checkpoint", "c", "--images", "i", "--output", "o", "--batch-size", "0"],
+    ["eda", "--data", "d", "--output", "o", "--samples", "-1"],
+    ["demo", "--output", "o", "--epochs", "0"],
+    ["evaluate", "--checkpoint", "c", "--data", "d", "--output", "o", "--device", "tpu"],
+], ids=lambda v: v[0])
+def test_other_commands_check_their_numbers_too(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"invasive-train {argv[0]}: error: argument ") and err.count("\n") == 1
+
+
+def test_edge_values_and_devices_parse():
+    parser = build_parser()
+    args = parser.parse_args(["fit", "--data", "d", "--output", "o", "--image-size", "16",
+                              "--val-fraction", "0.49", "--device", "CUDA:1", "--lr", "1e-4",
+                              "--ema-decay", "0", "--workers", "0"])
+    assert (args.image_size, args.val_fraction, args.device, args.lr) == (16, 0.49, "cuda:1",
+                                                                          1e-4)
+
+
+def test_input_size_bounds_match_the_checkpoints():
+    from annotated_types import Ge, Le
+
+    from model.checkpoint import CheckpointMetadata
+    from training.cli_flags import INPUT_SIZE_RANGE
+
+    bounds = CheckpointMetadata.model_fields["input_size"].metadata
+    low = next(b.ge for b in bounds if isinstance(b, Ge))
+    high = next(b.le for b in bounds if isinstance(b, Le))
+    assert (low, high) == INPUT_SIZE_RANGE
+
+
+def test_fit_output_mistakes_are_reported_without_importing_torch(kaggle_data, tmp_path):
+    folder = tmp_path / "model.safetensors"
+    folder.mkdir()  # as a failed --folds run used to leave
+    fit = ["fit", "--data", str(kaggle_data), "--weights", "none"]
+    for extra, message in (
+        (["--output", str(folder)], f"error: --output {folder} is a folder; it must be the "
+                                    "file to write"),
+        (["--output", str(tmp_path / "m.safetensors"), "--folds", "3"],
+         f"error: --output {tmp_path / 'm.safetensors'}: --folds writes a folder"),
+        (["--output", str(tmp_path / "m.safetensors"), "--log", str(tmp_path)],
+         f"error: --log {tmp_path} is a folder"),
+        (["--output", str(tmp_path / "m.safetensors"), "--weights", "ImageNet"],
+         "error: --weights ImageNet: no such file; the keywords are lower case: --weights "
+         "imagenet"),
+    ):
+        proc = _run_main([*fit, *extra])
+        assert "EXIT: 2" in proc.stdout and proc.stderr.startswith(message), proc.stderr
+        assert proc.stderr.count("\n") == 1
+        assert heavy_imports(proc) == "HEAVY: []"

@@ -137,7 +137,7 @@ def test_held_out_fold_never_chooses_epoch_or_threshold(cv_run):
     for k, detail in enumerate(saved["folds_detail"], start=1):
         meta = read_metadata(cv_run["out"] / f"fold{k}.safetensors")
         assert meta.metrics["validation"]["count"] == detail["val_size"]
-        assert meta.threshold == pytest.approx(detail["best"]["threshold"])
+        assert meta.threshold == pytest.approx(detail["kept"]["threshold"])
         assert meta.training_config["held_out_size"] == detail["held_out_size"]
         assert detail["held_out"]["count"] == detail["held_out_size"]
         assert detail["held_out"]["threshold"] == pytest.approx(meta.threshold)
@@ -169,11 +169,19 @@ def test_printed_summary_puts_the_pooled_figure_first(cv_run, tmp_path, capsys):
 def test_a_fold_too_small_for_the_inner_split_fails_before_training(tmp_path):
     data = _grouped_data(tmp_path / "kaggle", lambda n: f"photo{n % 4}")  # 4 groups, 2 folds
     out = tmp_path / "cv"
-    with pytest.raises(DataError, match=r"fold 1 of 2: its training part \(8 images, 2 groups\) "
-                                        r"cannot give the inner validation split"):
+    with pytest.raises(DataError) as err:
         fit(tiny_config(data, out, epochs=1, folds=2, group_column="source_image",
                         group_file=data / "meta.csv"))
-    assert not list(out.glob("*.safetensors"))
+    # It names the flag that failed, and the --val-fraction that would work, not an internal
+    # "cannot make 5 folds" (1 / --val-fraction) that the user never asked for.
+    assert str(err.value) == (
+        "--folds 2: fold 1's training part (8 images, 2 groups) is too small for the inner "
+        "validation split that chooses the epoch and threshold: --val-fraction 0.25 holds out 1 "
+        "part in 4 (whole groups, every class spread over the parts), which needs at least 4 "
+        "groups and a class of at least 4 images; there are 2 groups: use --val-fraction 0.4 "
+        "or more (up to 0.49), or more groups; or use fewer --folds (each fold then trains on "
+        "more)")
+    assert not out.exists()  # refused before the output folder was made
 
 
 def test_grouped_bootstrap_resamples_groups_and_is_seeded():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -156,3 +157,107 @@ def test_class_folder_duplicates_error_then_skip_bad_keeps_the_first(folder_data
     prepared = prepare_data(tiny_config(folder_data, tmp_path / "m.safetensors", skip_bad=True))
     assert len(prepared.data.samples) == prepared.images.shape[0] == 16
     assert "--skip-bad: skipped (1): not_invasive/2.png: duplicate name" in capsys.readouterr().out
+
+
+def test_skip_bad_counts_agree_and_unreadable_files_join_the_first_report(kaggle_data,
+                                                                          tmp_path, capsys):
+    """Audit: a missing file, a duplicate, a bad label and a file that is no image: the first
+    error listed three (the fourth came on the next attempt), and --skip-bad said "3 skipped",
+    then "skipped (4)", and trained on one image fewer than its "images" line said."""
+    write_labels(kaggle_data, "name,invasive\n" + "".join(f"{n},{n % 2}\n" for n in range(1, 17))
+                 + "ghost,1\n2,1\nweird,2\n")
+    (kaggle_data / "train" / "weird.jpg").write_bytes((kaggle_data / "train" / "1.jpg")
+                                                      .read_bytes())
+    (kaggle_data / "train" / "3.jpg").write_bytes(b"<html>not a photo</html>")
+    with pytest.raises(DataError) as err:
+        load_labelled_data(kaggle_data)
+    for fragment in ("missing files (1): 'ghost'", "duplicate names (1): '2' (line 19)",
+                     "bad labels (1): 'weird'='2' (line 20) (a label must be 0 or 1)",
+                     "unreadable images (1): 3 (the file is not an image"):
+        assert fragment in str(err.value)
+    # And one photo whose header is fine but whose data is cut short: only the decode sees it.
+    whole = (kaggle_data / "train" / "6.jpg").read_bytes()
+    (kaggle_data / "train" / "6.jpg").write_bytes(whole[:len(whole) // 2])
+    prepared = prepare_data(tiny_config(kaggle_data, tmp_path / "m.safetensors", skip_bad=True))
+    printed = capsys.readouterr().out
+    assert "  images      15: not_invasive 8, invasive 7; 4 skipped by --skip-bad" in printed
+    assert "  left out " not in printed  # weird.jpg has a row (with a bad label)
+    assert ("  decoding    1 more unreadable image skipped by --skip-bad; 14 images left: "
+            "not_invasive 7, invasive 7") in printed
+    assert "--skip-bad: skipped (5): " in printed
+    assert len(prepared.data.samples) == prepared.images.shape[0] == 14
+
+
+def test_class_folders_skip_hidden_files_and_refuse_empty_classes(folder_data, tmp_path):
+    """Audit: macOS's "._x.jpg" files counted as photos, an empty (or eda output) folder became a
+    class the model could never learn, and photos in sub-folders or the root were left out
+    without a word."""
+    (folder_data / "invasive" / "._2.jpg").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (folder_data / "weeds").mkdir()
+    (folder_data / "native").mkdir()
+    (folder_data / "native" / "2023").mkdir()
+    (folder_data / "native" / "2023" / "n1.jpg").write_bytes(
+        (folder_data / "not_invasive" / "1.jpg").read_bytes())
+    (folder_data / "loose.jpg").write_bytes((folder_data / "not_invasive" / "1.jpg").read_bytes())
+    with pytest.raises(DataError) as err:
+        load_labelled_data(folder_data)
+    assert ("class folders with no photos (2): native/ (its photos are in sub-folders, which are "
+            "not read), weeds/") in str(err.value)
+    data = load_labelled_data(folder_data, skip_bad=True)
+    assert data.class_names == ["invasive", "not_invasive"] and len(data.samples) == 16
+    assert data.skipped == ["native/: class folder with no photos",
+                            "weeds/: class folder with no photos"]
+    assert data.notes == [
+        "photos in sub-folders of class folders, not read (fit reads CLASS/*.jpg) (1): "
+        "native/2023/ (1)",
+        f"photos in {folder_data} itself, in no class folder, not read (1): loose.jpg"]
+
+
+def test_kaggle_layout_names_photos_without_a_label_row(kaggle_data):
+    write_labels(kaggle_data, "name,invasive\n" + "".join(f"{n},{n % 2}\n" for n in range(1, 13)))
+    (kaggle_data / "train" / "._1.jpg").write_bytes(b"AppleDouble")
+    data = load_labelled_data(kaggle_data)
+    assert len(data.samples) == 12
+    assert data.notes == [f"photos in {kaggle_data / 'train'} with no row in train_labels.csv, "
+                          "left out (4): 13.jpg, 14.jpg, 15.jpg, 16.jpg"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name,invasive\n", "has a header and no rows"),
+    ("name;invasive\n1;0\n", "needs columns 'name' and 'invasive'; its header has "
+                             "['name;invasive'] (its fields are not separated by commas"),
+    ("Name,Invasive\n1,0\n", "its header has ['Name', 'Invasive'] (column names are "
+                             "case-sensitive)"),
+    ("id,label\n1,0\n", "needs columns 'name' and 'invasive'; its header has ['id', 'label']"),
+], ids=["header-only", "semicolons", "capitals", "other-names"])
+def test_labels_csv_header_problems_say_what_was_found(kaggle_data, text, message):
+    """Audit: all of these got "must have the columns 'name,invasive'", a header-only file too
+    (the check looked at the first data row, not the header)."""
+    write_labels(kaggle_data, text)
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_labelled_data(kaggle_data)
+
+
+def test_an_interrupted_unpack_leaves_no_partial_folder(kaggle_data, tmp_path, monkeypatch):
+    """Audit: Ctrl-C while train.7z was unpacking left train/ with a few photos, which the next
+    run took as the whole set ("missing files (95)")."""
+    import py7zr
+
+    download = tmp_path / "download"
+    download.mkdir()
+    (download / "train_labels.csv").write_bytes((kaggle_data / "train_labels.csv").read_bytes())
+    with py7zr.SevenZipFile(download / "train.7z", "w") as zf:
+        zf.writeall(kaggle_data / "train", "train")
+    real = py7zr.SevenZipFile.extractall
+
+    def interrupted(self, path=None, **kwargs):
+        (Path(path) / "train").mkdir()
+        (Path(path) / "train" / "1.jpg").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(py7zr.SevenZipFile, "extractall", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_labelled_data(download)
+    assert sorted(p.name for p in download.iterdir()) == ["train.7z", "train_labels.csv"]
+    monkeypatch.setattr(py7zr.SevenZipFile, "extractall", real)
+    assert len(load_labelled_data(download).samples) == 16

@@ -288,6 +288,7 @@ def test_global_batch_must_divide_and_only_rank_0_says_so(monkeypatch, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("error: --batch-size 7 is the global batch")
     assert "use a multiple of 2, e.g. 6 or 8" in err
+    args[4] = str(tmp_path / "cv")  # --folds writes a folder
     assert main([*args[:-1], "8", "--folds", "3"]) == 2
     assert "--folds 3 is not supported under torchrun" in capsys.readouterr().err
 

@@ -13,7 +13,7 @@ from training import distributed
 from training.cli import main
 from training.fit import fit
 from training.state import load_state, state_path
-from training.summary import LEGEND, rounded
+from training.summary import legend, rounded
 
 from .conftest import tiny_config
 
@@ -49,9 +49,13 @@ def test_fit_prints_what_it_will_do_before_the_first_epoch(kaggle_data, tmp_path
         "removed when the run finishes)",
     ):
         assert expected in startup, expected
-    assert lines[first_epoch - 1] == LEGEND  # the "*" is explained right above the epochs
-    assert "* = best validation ROC AUC so far, checkpoint saved" in LEGEND
-    assert printed.count(LEGEND) == 1
+    fixed = legend(multiclass=False, patience=0)
+    assert lines[first_epoch - 1] == fixed  # the "*" is explained right above the epochs
+    assert fixed.endswith("* = best validation ROC AUC so far; the checkpoint is saved every "
+                          "epoch and the last one kept (--patience 0)")
+    assert legend(multiclass=False, patience=3).endswith(
+        "* = best validation ROC AUC so far, checkpoint saved")
+    assert printed.count(fixed) == 1
     assert startup.index("  images ") < startup.index("  split ")  # data first: before decoding
 
 
@@ -60,8 +64,7 @@ def test_fit_ends_with_a_readable_summary(kaggle_data, tmp_path, capsys):
     assert fit_cli(kaggle_data, out) == 0
     end = capsys.readouterr().out.split("done in ", 1)[1]
     assert re.match(r"[\d.]+ s: 2 epochs, --epochs 2\n", end)
-    best = re.search(r"  best epoch  (\d) of 2\n", end)
-    assert best
+    assert re.search(r"  kept epoch  2 of 2: the last \(--patience 0\)", end)
     validation = re.search(r"  validation  4 images: ROC AUC (\S+), accuracy (\S+),", end)
     assert validation and all(re.fullmatch(r"\d\.\d{4}", v) for v in validation.groups())
     assert re.search(r"  threshold   \d\.\d{4}: maximises Youden's J", end)
@@ -78,12 +81,13 @@ def test_json_is_rounded_and_names_every_file(kaggle_data, tmp_path, capsys):
     assert fit_cli(kaggle_data, out, "--json", "--keep-train-state") == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)  # stdout: the JSON alone; people's text went to stderr
-    assert "done in " in captured.err and LEGEND in captured.err
+    assert "done in " in captured.err and legend(False, 0) in captured.err
     assert result["checkpoint"] == str(out)
     assert result["log"] == str(tmp_path / "model.log.jsonl")
     assert result["train_state"] == str(state_path(out))
     assert result["plots"] == {"training_curves": str(tmp_path / "model.training-curves.png")}
-    assert result["threshold_method"] == "youden_j" and result["best"]["epoch"] in (1, 2)
+    assert result["threshold_method"] == "youden_j" and result["kept"]["epoch"] == 2
+    assert result["best"]["epoch"] in (1, 2)  # the best validated epoch, kept or not
     for path in (result["checkpoint"], result["log"], result["train_state"],
                  result["plots"]["training_curves"]):
         assert Path(path).is_file()

@@ -129,6 +129,39 @@ def test_fit_selects_by_log_loss_and_checkpoint_says_multiclass(trained):
     assert "Youden" not in printed and "val_f1" in printed
 
 
+def test_fixed_schedule_keeps_the_last_epoch_for_multiclass_too(trained, tmp_path,
+                                                               monkeypatch):
+    """Audit: README and summary said multi-class keeps the lowest-log-loss epoch; under the
+    default fixed schedule (--patience 0) it keeps the last, as binary does (by design: the
+    schedule, not a small validation split, decides), and now says so."""
+    from training import fit as fit_module
+
+    real, losses = fit_module.validation_metrics, iter([0.9, 0.4, 0.7])
+
+    def scripted(data, labels, probs):
+        metrics, _ = real(data, labels, probs)
+        loss = next(losses)
+        return {**metrics, "log_loss": loss}, -loss
+
+    monkeypatch.setattr(fit_module, "validation_metrics", scripted)
+    ckpt = tmp_path / "model.safetensors"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = fit(tiny_config(trained["data"], ckpt, epochs=3, lr=3e-3, val_fraction=0.34,
+                                 patience=0))
+    meta = read_metadata(ckpt)
+    assert meta.metrics["validation"]["epoch"] == result["kept"]["epoch"] == 3
+    assert meta.metrics["selection"] == "last_epoch"
+    assert result["best"]["epoch"] == 2
+    text = printed.getvalue()
+    assert ("* = lowest validation log loss so far; the checkpoint is saved every epoch and the "
+            "last one kept (--patience 0)") in text
+    assert ("  kept epoch  3 of 3: the last (--patience 0); the best validation log loss was "
+            "epoch 2's (log loss 0.4000), not kept") in text
+    assert "  answer      the top class (multi-class: no threshold)\n" in text
+    assert "lean optimistic" not in text  # nothing was chosen on the validation images
+
+
 def test_folds_refuse_multiclass_data(trained, tmp_path):
     with pytest.raises(DataError, match="--folds is for binary data; multi-class CV is not "
                                         "supported yet"):

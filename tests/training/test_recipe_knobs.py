@@ -156,7 +156,7 @@ def test_aerial_augmentation_also_flips_vertically_and_field_never_does():
 
 def test_patience_zero_trains_every_epoch_and_keeps_the_last(kaggle_data, tmp_path):
     result = fit(tiny_config(kaggle_data, tmp_path / "m.safetensors", epochs=3, patience=0))
-    assert result["epochs_run"] == 3 and result["best"]["epoch"] == 3
+    assert result["epochs_run"] == 3 and result["kept"]["epoch"] == 3
     meta = load_checkpoint(tmp_path / "m.safetensors").metadata
     assert meta.metrics["validation"]["epoch"] == 3
 
@@ -201,7 +201,7 @@ def test_cli_recipe_flags_reach_the_config():
 def test_resume_with_ema_refuses_a_state_without_an_average(kaggle_data, tmp_path):
     out = tmp_path / "plain.safetensors"
     fit(tiny_config(kaggle_data, out, epochs=1, keep_train_state=True))
-    with pytest.raises(TrainingError, match="without --ema-decay"):
+    with pytest.raises(TrainingError, match="was made with --ema-decay 0.0, this run has 0.9"):
         fit(tiny_config(kaggle_data, out, epochs=1, ema_decay=0.9, resume=True))
 
 

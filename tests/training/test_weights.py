@@ -71,7 +71,27 @@ def test_pickled_code_is_refused_and_missing_file_is_clear(tmp_path):
 
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"w": Payload()}))
-    with pytest.raises(TrainingError, match="not a readable state dict"):
+    with pytest.raises(TrainingError, match="not a safetensors file or a torch.save state dict"):
         build_initial_model("resnet18", 2, str(path))
     with pytest.raises(TrainingError, match="no such file"):
         build_initial_model("resnet18", 2, str(tmp_path / "absent.pth"))
+
+
+def test_a_file_that_is_no_state_dict_gets_one_line(tmp_path):
+    """Audit: a text file given to --weights printed torch's dozen lines of weights_only advice
+    (load with weights_only=False, file a PyTorch issue), which the CLI cannot take."""
+    text = tmp_path / "LICENSE.txt"
+    text.write_text("Copyright (c) Soumith Chintala 2016,\nAll rights reserved.\n")
+    with pytest.raises(TrainingError) as err:
+        build_initial_model("resnet18", 2, str(text))
+    message = str(err.value)
+    assert message == (f"--weights {text}: not a safetensors file or a torch.save state dict "
+                       "(torch.save files are read with weights_only=True, so one holding "
+                       "anything but tensors and plain containers is refused too)")
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\xff" * 64)
+    with pytest.raises(TrainingError) as err:
+        build_initial_model("resnet18", 2, str(broken))
+    assert str(err.value).startswith(f"--weights {broken}: not a safetensors file or a "
+                                     "torch.save state dict (")
+    assert "\n" not in str(err.value)
