@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as exc:
         errors = "; ".join(
-            f"INVASIVE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            if e["loc"]
-            else e["msg"].removeprefix("Value error, ")  # settings that do not fit together
+            f"INVASIVE_{'_'.join(str(p) for p in e['loc']).upper()}: "
+            * bool(e["loc"])  # none: settings that do not fit together
+            + e["msg"].removeprefix("Value error, ")
             for e in exc.errors()
         )
         return _fail(f"invalid settings: {errors}")

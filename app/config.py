@@ -7,6 +7,7 @@ only what they must (e.g. ``INVASIVE_HOST=0.0.0.0`` in a container).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -188,6 +189,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        # torch's own error for "gpu" lists its internal device types (ipu, xla, ...)
+        name = value.strip().lower()
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N (e.g. cuda:1), got {value!r}")
+        return name
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -243,6 +243,8 @@ def build_network(metadata: CheckpointMetadata) -> nn.Module:
 
 def _existing(path: str | os.PathLike) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a .safetensors file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     return path

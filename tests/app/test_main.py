@@ -110,6 +110,23 @@ def test_settings_that_cannot_work_together_exit_with_one_clear_line(
     assert len(lines) == 1 and named in lines[0], result.stderr
 
 
+def test_an_unknown_device_names_the_choices(service_checkpoint):
+    result = run_module(service_env(checkpoint=str(service_checkpoint), device="gpu"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "invasive-api: error: invalid settings: INVASIVE_DEVICE: must be auto, cpu, cuda or "
+        "cuda:N (e.g. cuda:1), got 'gpu'"
+    )
+
+
+def test_a_folder_at_the_checkpoint_path_is_named_as_such(tmp_path):
+    folder = tmp_path / "model.safetensors"
+    folder.mkdir()
+    result = run_module(service_env(checkpoint=str(folder)))
+    assert result.returncode == 2
+    assert "is a folder, not a .safetensors file" in result.stderr
+
+
 def test_settings_accept_an_upper_case_log_level():
     from app.config import Settings
 
