@@ -150,6 +150,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        # NaN or infinite pixels (float TIFFs mark "no data" so) neither set the range nor
+        # reach the model: they count as black
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         if img.mode == "F" and arr.max(initial=0) <= 1.0:
             top = 1.0  # floating-point pixels are usually 0..1 (scientific and drone exports)

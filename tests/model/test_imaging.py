@@ -61,6 +61,11 @@ def test_floating_point_pixels_in_0_to_1_scale_to_the_full_range():
     assert half.getpixel((0, 0)) == (128, 128, 128)
     bright = decode_image(encode(Image.new("F", (4, 4), 200.0), "TIFF"))  # 0..255 floats
     assert bright.getpixel((0, 0)) == (200, 200, 200)
+    marked = np.full((4, 4), 0.5, dtype=np.float32)
+    marked[0, 0], marked[0, 1] = np.nan, np.inf  # "no data" marks must not set the range
+    decoded = decode_image(encode(Image.fromarray(marked, "F"), "TIFF"))
+    assert decoded.getpixel((3, 3)) == (128, 128, 128)
+    assert decoded.getpixel((0, 0)) == (0, 0, 0)
 
 
 def test_exif_orientation_is_applied():
