@@ -157,6 +157,14 @@ class Settings(BaseSettings):
         "(a 20 MB photo at 2 Mbit/s takes ~80 s); a client trickling its body is then answered "
         "408 receive_timeout instead of holding a connection and its memory charge forever",
     )
+    receive_idle_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="longest an upload may pause with no bytes arriving (a stalled client); then "
+        "408 receive_timeout and the memory it held is given back, without waiting for "
+        "INVASIVE_RECEIVE_TIMEOUT_S",
+    )
     request_timeout_s: float = Field(
         30.0,
         gt=0,
@@ -212,6 +220,11 @@ class Settings(BaseSettings):
                 f"INVASIVE_QUEUE_LIMIT ({self.queue_limit}) is below INVASIVE_MAX_BATCH_FILES "
                 f"({self.max_batch_files}): a batch of more files than the queue holds would "
                 "always get 503 queue_full; raise the one or lower the other"
+            )
+        if self.receive_idle_s > self.receive_timeout_s:
+            raise ValueError(
+                f"INVASIVE_RECEIVE_IDLE_S ({self.receive_idle_s:g}) is above "
+                f"INVASIVE_RECEIVE_TIMEOUT_S ({self.receive_timeout_s:g}): it could never fire"
             )
         for name, seconds in (("DECODE_TIMEOUT_S", self.decode_timeout_s),
                               ("ADMISSION_WAIT_S", self.admission_wait_s)):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
@@ -51,13 +51,28 @@ class UploadsInFlight:
         self._deadlines: set[asyncio.Timeout] = set()
 
     @contextlib.asynccontextmanager
-    async def deadline(self, seconds: float) -> AsyncIterator[None]:
+    async def deadline(
+        self, seconds: float, idle_s: float | None = None
+    ) -> AsyncIterator[Callable[[], None]]:
+        """A deadline ``seconds`` away for the whole upload and, with ``idle_s``, ``idle_s``
+        after the last sign of life: call the callable given on each chunk received."""
         if self.closing:
             raise _shutting_down()
-        async with asyncio.timeout(seconds) as timeout:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+
+        def next_at() -> float:
+            return end if idle_s is None else min(end, loop.time() + idle_s)
+
+        async with asyncio.timeout_at(next_at()) as timeout:
+
+            def alive() -> None:
+                if not self.closing:
+                    timeout.reschedule(next_at())
+
             self._deadlines.add(timeout)
             try:
-                yield
+                yield alive
             finally:
                 self._deadlines.discard(timeout)
 
@@ -117,11 +132,13 @@ async def read_uploads(
     charge: Charge,
     receive_timeout_s: float,
     in_flight: UploadsInFlight | None = None,
+    receive_idle_s: float | None = None,
 ) -> list[Upload]:
     """The files sent as multipart field ``field_name``, in order.
 
     Raises :class:`ApiError`: 415 not multipart; 413 body/file too large, too many files or
-    parts; 400 malformed body; 408 body not received within ``receive_timeout_s``; 422 no file
+    parts; 400 malformed body; 408 body not received within ``receive_timeout_s`` (or nothing of
+    it for ``receive_idle_s``); 422 no file
     in ``field_name``; 503 memory budget busy, or shutting down (``in_flight.end_all()``).
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
@@ -161,9 +178,13 @@ async def read_uploads(
         )
         # The whole body within one deadline: without it a client sending a byte now and then
         # holds its connection, and what it sent stays charged to the memory budget, forever.
+        # And no long silence within it: a stalled client gives back what it holds in
+        # receive_idle_s, not only at the end of the whole upload's time.
         in_flight = in_flight or UploadsInFlight()
-        async with in_flight.deadline(receive_timeout_s):
+        started = asyncio.get_running_loop().time()
+        async with in_flight.deadline(receive_timeout_s, receive_idle_s) as alive:
             async for chunk in request.stream():
+                alive()
                 received += len(chunk)
                 if received > limit:
                     raise ApiError(413, "payload_too_large", _body_over(None, limit))
@@ -176,6 +197,15 @@ async def read_uploads(
     except TimeoutError:
         if in_flight.closing:
             raise _shutting_down() from None
+        if receive_idle_s is not None and (
+            asyncio.get_running_loop().time() - started < receive_timeout_s - 0.01
+        ):
+            raise ApiError(
+                408,
+                "receive_timeout",
+                f"no bytes of the upload arrived for {receive_idle_s:g} s "
+                f"(INVASIVE_RECEIVE_IDLE_S); {received} bytes arrived",
+            ) from None
         raise ApiError(
             408,
             "receive_timeout",

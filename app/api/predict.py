@@ -77,7 +77,7 @@ async def predict(
     async with runtime.budget.charge() as charge, trimmed_after(charge):
         uploads = await read_uploads(
             request, "file", 1, runtime.settings.max_upload_bytes, charge,
-            runtime.settings.receive_timeout_s, runtime.uploads,
+            runtime.settings.receive_timeout_s, runtime.uploads, runtime.settings.receive_idle_s,
         )
         (outcome,) = await unless_client_leaves(
             request.receive, pipeline.predict([uploads[0].data], charge)
@@ -107,7 +107,7 @@ async def predict_batch(
     async with runtime.budget.charge() as charge, trimmed_after(charge):
         uploads = await read_uploads(
             request, "files", settings.max_batch_files, settings.max_upload_bytes, charge,
-            settings.receive_timeout_s, runtime.uploads,
+            settings.receive_timeout_s, runtime.uploads, settings.receive_idle_s,
         )
         outcomes = await unless_client_leaves(
             request.receive, pipeline.predict([upload.data for upload in uploads], charge)

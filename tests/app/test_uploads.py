@@ -62,13 +62,15 @@ def read(
     max_bytes: int = 10_000,
     budget: MemoryBudget | None = None,
     receive_timeout_s: float = 60.0,
+    receive_idle_s: float | None = None,
 ):
     budget = budget or MemoryBudget(1 << 30, wait_s=0.0)
 
     async def main():
         async with budget.charge() as charge:
             uploads = await read_uploads(
-                streamed.request, field, max_files, max_bytes, charge, receive_timeout_s
+                streamed.request, field, max_files, max_bytes, charge, receive_timeout_s,
+                receive_idle_s=receive_idle_s,
             )
             assert budget.in_use >= sum(len(u.data) for u in uploads), "received bytes charged"
             return uploads
@@ -238,6 +240,25 @@ def test_a_body_trickling_past_the_receive_deadline_is_408_and_its_charge_return
     assert "INVASIVE_RECEIVE_TIMEOUT_S" in err.message
     assert time.monotonic() - started < 1.5, "answered at the deadline, not after the body"
     assert budget.in_use == 0
+
+
+def test_a_stalled_body_is_408_after_the_idle_time_not_the_whole_deadline():
+    body = multipart(("file", "a.jpg", b"x" * 4000))
+    budget = MemoryBudget(1 << 30, wait_s=0.0)
+    stalled = StreamedRequest(body, chunk=1000, delay_s=0.6)  # silent 0.6 s before each chunk
+    started = time.monotonic()
+    err = error_of(stalled, receive_timeout_s=30.0, receive_idle_s=0.2, budget=budget)
+    assert (err.status, err.code) == (408, "receive_timeout")
+    assert "INVASIVE_RECEIVE_IDLE_S" in err.message
+    assert time.monotonic() - started < 1.5
+    assert budget.in_use == 0
+
+
+def test_a_slow_but_steady_body_is_not_idle():
+    body = multipart(("file", "a.jpg", b"x" * 1000))
+    steady = StreamedRequest(body, chunk=100, delay_s=0.05)  # ~0.6 s, never 0.2 s silent
+    (upload,) = read(steady, receive_timeout_s=5.0, receive_idle_s=0.2)
+    assert upload.data == b"x" * 1000
 
 
 def test_a_slow_body_within_the_deadline_is_read_whole():
