@@ -7,12 +7,13 @@ only what they must (e.g. ``INVASIVE_HOST=0.0.0.0`` in a container).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from model.devices import DEVICE_CHOICES, known_device
 
 
 def available_cpus() -> int:
@@ -201,10 +202,9 @@ class Settings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        # torch's own error for "gpu" lists its internal device types (ipu, xla, ...)
-        name = value.strip().lower()
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N (e.g. cuda:1), got {value!r}")
+        name = known_device(value)
+        if name is None:
+            raise ValueError(f"must be {DEVICE_CHOICES}, got {value!r}")
         return name
 
     @field_validator("log_level", mode="before")

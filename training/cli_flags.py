@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from model.devices import DEVICE_CHOICES, known_device
 from training.config import FitConfig
 
 DEFAULTS = FitConfig(data=Path("."), output=Path("."))
@@ -22,7 +22,6 @@ DISTRIBUTION = "invasive-species-service"  # the name pyproject.toml installs th
 # checkpoint is written after an epoch of training.
 INPUT_SIZE_RANGE = (16, 2048)
 SEED_MAX = 2**32 - 1  # scikit-learn's random_state (the splits) takes no more
-DEVICE_CHOICES = "auto, cpu, cuda or cuda:N (e.g. cuda:1)"
 
 
 class Parser(argparse.ArgumentParser):
@@ -77,8 +76,8 @@ def device_name(text: str) -> str:
     """An argparse ``type`` for ``--device``: what ``model.inference.resolve_device`` and
     ``training.distributed`` handle. Checked here so that a typo such as ``gpu`` gets the
     choices, not torch's list of its internal device types seconds later."""
-    name = text.strip().lower()
-    if re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+    name = known_device(text)
+    if name is not None:
         return name
     raise argparse.ArgumentTypeError(f"{text!r} is not a device here; use {DEVICE_CHOICES}")
 

@@ -158,11 +158,16 @@ def test_body_cut_before_the_closing_boundary_is_400():
     assert (err.status, err.code) == (400, "invalid_multipart")
 
 
-def test_oversized_part_headers_are_400():
-    body = (
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n"
-        f"X-Padding: {'p' * (MAX_PART_HEADER_BYTES + 10)}\r\n\r\nAAAA\r\n--{BOUNDARY}--\r\n"
+def file_part_with_headers(extra: str, filename: str = "a.jpg") -> bytes:
+    """A body of one file part, ``AAAA``, whose headers are followed by ``extra`` lines."""
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f"{extra}\r\nAAAA\r\n--{BOUNDARY}--\r\n"
     ).encode()
+
+
+def test_oversized_part_headers_are_400():
+    body = file_part_with_headers(f"X-Padding: {'p' * (MAX_PART_HEADER_BYTES + 10)}\r\n")
     err = error_of(StreamedRequest(body))
     assert (err.status, err.code) == (400, "invalid_multipart")
     assert f"over {MAX_PART_HEADER_BYTES} bytes" in err.message
@@ -173,21 +178,13 @@ def test_part_headers_within_the_documented_limits_are_read():
     or 9 header lines with a bare "malformed" below the documented 8 KiB."""
     name = "n" * 6000 + ".jpg"
     extra = "".join(f"X-Extra-{i}: {i}\r\n" for i in range(10))
-    body = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-        f"{extra}\r\nAAAA\r\n--{BOUNDARY}--\r\n"
-    ).encode()
-    (upload,) = read(StreamedRequest(body))
+    (upload,) = read(StreamedRequest(file_part_with_headers(extra, filename=name)))
     assert (upload.filename, upload.data) == (name, b"AAAA")
 
 
 def test_a_part_with_too_many_header_lines_is_400_saying_so():
     extra = "".join(f"X-{i}: {i}\r\n" for i in range(MAX_PART_HEADERS))
-    body = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
-        f"{extra}\r\nAAAA\r\n--{BOUNDARY}--\r\n"
-    ).encode()
-    err = error_of(StreamedRequest(body))
+    err = error_of(StreamedRequest(file_part_with_headers(extra)))
     assert (err.status, err.code) == (400, "invalid_multipart")
     assert f"more than {MAX_PART_HEADERS} header lines" in err.message
 
