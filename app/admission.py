@@ -18,6 +18,15 @@ Whatever fits goes ahead, even past an earlier, larger waiter (first fit, not st
 flight). A large item that keeps not fitting is refused after ``wait_s``: under memory pressure
 the costly work is what gets shed.
 
+Requests can also wait *for each other*: two batches that each hold half the budget in upload
+bytes both need room to decode, and neither can give its upload back without losing it. Waiting
+would end in 503 for both, and their retries would meet again. So when nothing in flight can
+free enough for any waiter (every holder is itself waiting), the request that arrived last gives
+way at once (503 ``at_capacity``, retryable) and the earlier ones go on: the oldest request never
+gives way, so one of them always finishes ("wait-die", as databases break lock cycles). What a
+waiting request will get back anyway (an image decoding in a decode process) does not count as
+stuck.
+
 All of it runs on the event loop: no locks, the waiters are futures in a FIFO.
 """
 
@@ -26,97 +35,170 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from app.errors import ApiError, unavailable
 
 
+class _GaveWay(Exception):
+    """Set on a waiter whose request gives way to older ones (see the module docstring)."""
+
+
+@dataclass(eq=False)
+class _Waiter:
+    n: int
+    returning: bool
+    charge: Charge
+    future: asyncio.Future = field(repr=False)
+
+
 class MemoryBudget:
     """Bytes that the requests in flight may hold together."""
 
-    def __init__(self, capacity_bytes: int, wait_s: float) -> None:
+    def __init__(
+        self, capacity_bytes: int, wait_s: float, on_give_way: Callable[[], object] | None = None
+    ) -> None:
         self.capacity = capacity_bytes
         self.wait_s = wait_s
+        self.on_give_way = on_give_way  # e.g. a metric's inc
         self.in_use = 0
         self.peak = 0
-        self._waiters: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+        self.gave_way = 0  # requests refused to break a wait for each other
+        self._arrivals = itertools.count()
+        self._waiters: collections.deque[_Waiter] = collections.deque()
 
     def charge(self) -> Charge:
         """A new, empty charge for one request (``async with budget.charge() as charge``)."""
-        return Charge(self)
+        return Charge(self, next(self._arrivals))
 
-    async def _acquire(self, n: int, wait_s: float) -> float:
-        """Take ``n`` bytes, waiting up to ``wait_s`` for room; the seconds waited (TimeoutError
-        when none came)."""
+    async def _acquire(self, charge: Charge, n: int, wait_s: float, returning: bool) -> float:
+        """Take ``n`` bytes for ``charge``, waiting up to ``wait_s`` for room; the seconds
+        waited (TimeoutError when none came, _GaveWay when the request must give way)."""
         if self.in_use + n <= self.capacity:  # the usual case: no clock, no future
-            self._take(n)
+            self._take(charge, n, returning)
+            self._give_way_if_stuck()
             return 0.0
         if wait_s <= 0:
             raise TimeoutError
         loop = asyncio.get_running_loop()
         started = loop.time()
-        future = loop.create_future()
-        entry = (n, future)
-        self._waiters.append(entry)
+        waiter = _Waiter(n, returning, charge, loop.create_future())
+        self._waiters.append(waiter)
+        self._give_way_if_stuck()
         try:
-            await asyncio.wait_for(asyncio.shield(future), wait_s)
-        except BaseException:  # timed out or cancelled: give back what was granted meanwhile
-            if future.done() and not future.cancelled():
-                self._release(n)
+            await asyncio.wait_for(asyncio.shield(waiter.future), wait_s)
+        except BaseException:  # timed out, cancelled or gave way: give back what was granted
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._return(charge, n, returning)
             else:
                 future.cancel()
-                self._remove(entry)
+                self._remove(waiter)
             raise
         # granted by _wake: the bytes are already counted as ours
         return loop.time() - started
 
-    def _take(self, n: int) -> None:
+    def _take(self, charge: Charge, n: int, returning: bool) -> None:
         self.in_use += n
         self.peak = max(self.peak, self.in_use)
+        charge.held += n
+        charge.peak = max(charge.peak, charge.held)
+        if returning:
+            charge.returning += n
 
-    def _release(self, n: int) -> None:
+    def _return(self, charge: Charge, n: int, returning: bool) -> None:
+        charge.held -= n
+        if returning:
+            charge.returning -= min(n, charge.returning)
         self.in_use -= n
         self._wake()
 
     def _wake(self) -> None:
         """Grant every waiter that fits now, in arrival order (first fit)."""
-        still_waiting: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
-        for n, future in self._waiters:
-            if future.done():
+        still_waiting: collections.deque[_Waiter] = collections.deque()
+        granted = False
+        for waiter in self._waiters:
+            if waiter.future.done():
                 continue
-            if self.in_use + n <= self.capacity:
-                self._take(n)
-                future.set_result(None)
+            if self.in_use + waiter.n <= self.capacity:
+                self._take(waiter.charge, waiter.n, waiter.returning)
+                waiter.future.set_result(None)
+                granted = True
             else:
-                still_waiting.append((n, future))
+                still_waiting.append(waiter)
         self._waiters = still_waiting
+        if granted:  # a waiting request that grew may now close a cycle
+            self._give_way_if_stuck()
 
-    def _remove(self, entry: tuple[int, asyncio.Future]) -> None:
-        with contextlib.suppress(ValueError):  # already granted and popped
-            self._waiters.remove(entry)
+    def _give_way_if_stuck(self) -> None:
+        """While no waiter could fit even once everything not stuck came back, the latest
+        request holding stuck bytes gives way (all its waiters fail with _GaveWay).
+
+        Stuck: what a request with a waiter holds, less what comes back without that waiter
+        (decodes under way in the decode processes). A request with no waiter is running, and
+        all it holds comes back when it ends."""
+        while self._waiters:
+            waiting = {w.charge for w in self._waiters}
+            stuck = sum(c.held - c.returning for c in waiting)
+            if any(stuck + w.n <= self.capacity for w in self._waiters):
+                return
+            # never empty: with nothing stuck every waiter fits (Charge.add refuses n > room)
+            latest = max((c for c in waiting if c.held > c.returning), key=lambda c: c.arrival)
+            latest.gave_way = True
+            self.gave_way += 1
+            if self.on_give_way is not None:
+                self.on_give_way()
+            for waiter in [w for w in self._waiters if w.charge is latest]:
+                self._waiters.remove(waiter)
+                waiter.future.set_exception(_GaveWay())
+
+    def _remove(self, waiter: _Waiter) -> None:
+        with contextlib.suppress(ValueError):  # already granted (or gave way) and popped
+            self._waiters.remove(waiter)
 
 
 class Charge:
     """What one request holds of the budget; everything is given back when it ends."""
 
-    def __init__(self, budget: MemoryBudget) -> None:
+    def __init__(self, budget: MemoryBudget, arrival: int = 0) -> None:
         self.budget = budget
+        self.arrival = arrival  # order among requests: the later gives way (module docstring)
         self.held = 0
+        self.returning = 0  # of held: what comes back on its own (process decodes under way)
         self.peak = 0  # the most this request held at once
         self.waited_s = 0.0  # for room, over all of this request's charges
+        self.gave_way = False
 
     async def add(
-        self, n: int, what: str = "the request", too_large_code: str = "payload_too_large"
+        self,
+        n: int,
+        what: str = "the request",
+        too_large_code: str = "payload_too_large",
+        *,
+        returning: bool = False,
     ) -> None:
         """Hold ``n`` more bytes, waiting for room; 413 ``too_large_code`` if this request
         alone could never fit, 503 ``at_capacity`` if no room came before the request's
-        waits added up to the budget's ``wait_s``."""
+        waits added up to the budget's ``wait_s``, or if it had to give way to earlier
+        requests waiting for what it holds.
+
+        ``returning``: these bytes come back by themselves, whatever else this request waits
+        for (give them back with ``give_back(n, returning=True)``)."""
         if n <= 0:
             return
         if n > self.room:
             raise self.too_large(n, what, too_large_code)
+        if self.gave_way:
+            raise self._gave_way_error(n, what)
         try:
-            self.waited_s += await self.budget._acquire(n, self.budget.wait_s - self.waited_s)
+            self.waited_s += await self.budget._acquire(
+                self, n, self.budget.wait_s - self.waited_s, returning
+            )
+        except _GaveWay:
+            raise self._gave_way_error(n, what) from None
         except TimeoutError:
             self.waited_s = self.budget.wait_s  # spent: any further wait is refused at once
             raise unavailable(
@@ -125,8 +207,14 @@ class Charge:
                 f"{_mb(n)}; this request waited {self.waited_s:.1f} s for room in all); retry "
                 "shortly",
             ) from None
-        self.held += n
-        self.peak = max(self.peak, self.held)
+
+    def _gave_way_error(self, n: int, what: str) -> ApiError:
+        return unavailable(
+            "at_capacity",
+            f"the service's memory budget is held by earlier requests that wait for room too "
+            f"({what} needs {_mb(n)} beside the {_mb(self.held)} this request holds); this "
+            "one gave way so that they can finish; retry shortly",
+        )
 
     @property
     def room(self) -> int:
@@ -143,12 +231,11 @@ class Charge:
             f"{_mb(self.budget.capacity)} (INVASIVE_MEMORY_BUDGET_MB)",
         )
 
-    def give_back(self, n: int) -> None:
+    def give_back(self, n: int, *, returning: bool = False) -> None:
         """Return ``n`` bytes early (e.g. an image's decode memory once it is decoded)."""
         n = min(n, self.held)
         if n > 0:
-            self.held -= n
-            self.budget._release(n)
+            self.budget._return(self, n, returning)
 
     async def __aenter__(self) -> Charge:
         return self
@@ -160,6 +247,7 @@ class Charge:
         tb: TracebackType | None,
     ) -> None:
         self.give_back(self.held)
+        self.returning = 0
 
 
 def _mb(n: int) -> str:

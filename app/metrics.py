@@ -77,6 +77,12 @@ class ServiceMetrics:
             "The memory budget (INVASIVE_MEMORY_BUDGET_MB)",
             registry=r,
         )
+        self.gave_way = Counter(
+            "invasive_memory_budget_gave_way",
+            "Requests refused (503 at_capacity) so that earlier requests waiting for the memory "
+            "budget's room could finish: many mean the budget is small for the batches sent",
+            registry=r,
+        )
         self.worker_restarts = Counter(
             "invasive_inference_worker_restarts",
             "Inference threads that died and were restarted by the supervisor",

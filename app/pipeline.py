@@ -330,7 +330,10 @@ class PredictionPipeline:
             # A request keeps at most one heavy image per heavy process in the lane: the lane's
             # backlog is shared, and one request must not fill it and be refused by its own.
             async with heavy_slots if cost.heavy else contextlib.nullcontext():
-                await charge.add(needs, what=what, too_large_code="image_too_large")
+                # returning: a decode process gives it back whatever else the request waits for
+                await charge.add(
+                    needs, what=what, too_large_code="image_too_large", returning=True
+                )
                 # Only ordinary photos are announced to the batcher (it may wait a few ms for
                 # them); a batch must never wait for an image that decodes for a second.
                 if not cost.heavy:
@@ -342,7 +345,7 @@ class PredictionPipeline:
                         announced.withdraw()
                     raise
                 finally:
-                    charge.give_back(needs)
+                    charge.give_back(needs, returning=True)
         except ImageDecodeError as exc:
             outcome = ApiError(exc.status, exc.code, exc.message)
         except ApiError as exc:  # decode_timeout, image_too_large (budget), at_capacity (503)

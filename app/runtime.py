@@ -77,7 +77,9 @@ class ServiceRuntime:
         self.pipeline: PredictionPipeline | None = None
         self.lanes: DecodeLanes | None = None
         self.inspect_pool: ThreadPoolExecutor | None = None
-        self.budget = MemoryBudget(settings.memory_budget_bytes, settings.admission_wait_s)
+        self.budget = MemoryBudget(
+            settings.memory_budget_bytes, settings.admission_wait_s, metrics.gave_way.inc
+        )
         self.uploads = UploadsInFlight()  # ended with 503 when the port closes (app.server)
         self.ready = False  # what /health/ready says
         self.accepting = False  # whether predictions are taken (still true while draining)

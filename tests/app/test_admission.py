@@ -156,3 +156,101 @@ def test_room_that_is_free_needs_no_wait_even_after_the_waits_are_spent():
         return request.held
 
     assert run(main()) == 10
+
+
+def test_requests_that_wait_for_each_other_the_later_gives_way_at_once():
+    """Each holds 450 of 1000 and needs 200 more: neither could ever get it while the other
+    holds on. The later request is refused at once (503, retryable); the earlier goes on."""
+    budget = MemoryBudget(1000, wait_s=5.0)
+
+    async def request(hold, started):
+        async with budget.charge() as charge:
+            await charge.add(hold)
+            await asyncio.sleep(0.01)  # both hold before either asks for more
+            try:
+                await charge.add(200)
+            except ApiError as exc:
+                return exc, asyncio.get_running_loop().time() - started
+            return charge.held, asyncio.get_running_loop().time() - started
+
+    async def main():
+        started = asyncio.get_running_loop().time()
+        return await asyncio.gather(request(450, started), request(450, started))
+
+    (first, _), (later, later_s) = run(main())
+    assert first == 650
+    assert (later.status, later.code) == (503, "at_capacity") and "gave way" in later.message
+    assert later_s < 1.0
+
+
+def test_the_latest_requests_give_way_only_as_many_as_needed():
+    """Four holders of 240 each wait for 300 more in a budget of 1000. Without the latest,
+    720 + 300 still cannot fit, so the third gives way too; then 480 + 300 can. The first
+    two go on, one after the other."""
+    budget = MemoryBudget(1000, wait_s=5.0)
+
+    async def request(i):
+        async with budget.charge() as charge:
+            await charge.add(240)
+            await asyncio.sleep(0.01)
+            try:
+                await charge.add(300)
+            except ApiError:
+                return i, "gave way"
+            await asyncio.sleep(0.01)
+            return i, "scored"
+
+    async def main():
+        outcomes = await asyncio.gather(*(request(i) for i in range(4)))
+        return outcomes, budget.in_use, budget.gave_way, len(budget._waiters)
+
+    outcomes, in_use, gave_way, waiters = run(main())
+    assert outcomes == [(0, "scored"), (1, "scored"), (2, "gave way"), (3, "gave way")]
+    assert (in_use, gave_way, waiters) == (0, 2, 0)
+
+
+def test_bytes_that_come_back_by_themselves_do_not_make_a_request_give_way():
+    """A request whose image is decoding in a decode process (``returning``) will have that
+    memory back whatever it waits for: no cycle, so nobody gives way; the waiter is granted
+    once the decode is done."""
+    budget = MemoryBudget(1000, wait_s=5.0)
+
+    async def main():
+        first, later = budget.charge(), budget.charge()
+        await first.add(400)  # upload
+        await first.add(300, returning=True)  # a decode under way in a process
+        await later.add(250)
+        first_waits = asyncio.create_task(first.add(300))  # stuck 650 + 300 fits: no cycle
+        later_waits = asyncio.create_task(later.add(100))
+        await asyncio.sleep(0.02)
+        assert budget.gave_way == 0 and not first_waits.done()
+        first.give_back(300, returning=True)  # the decode is done
+        await asyncio.wait_for(first_waits, 1)
+        later_waits.cancel()
+        await asyncio.gather(later_waits, return_exceptions=True)
+        held = first.held, first.returning
+        for charge in (first, later):
+            await charge.__aexit__(None, None, None)
+        return budget.gave_way, held, budget.in_use
+
+    assert run(main()) == (0, (700, 0), 0)
+
+
+def test_a_running_holder_is_waited_for_not_given_way_to():
+    """Whoever holds the room without waiting will give it back: that is an ordinary wait
+    (503 only after the admission wait), not a cycle."""
+    budget = MemoryBudget(1000, wait_s=0.2)
+
+    async def main():
+        running = budget.charge()
+        await running.add(900)
+        waiting = budget.charge()
+        await waiting.add(50)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ApiError) as refused:
+            await waiting.add(100)
+        return refused.value, asyncio.get_running_loop().time() - started, budget.gave_way
+
+    error, waited, gave_way = run(main())
+    assert error.code == "at_capacity" and "gave way" not in error.message
+    assert waited >= 0.19 and gave_way == 0

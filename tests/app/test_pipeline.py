@@ -38,6 +38,7 @@ def run_pipeline(
     budget_mb: int = 256,
     decode_timeout_s: float = 10.0,
     request_timeout_s: float = 30.0,
+    admission_wait_s: float = 0.2,
     process=None,
 ):
     async def main():
@@ -63,7 +64,7 @@ def run_pipeline(
             )
             if process is not None:
                 pipeline.batcher._process = process
-            budget = MemoryBudget(budget_mb * MB, wait_s=0.2)
+            budget = MemoryBudget(budget_mb * MB, wait_s=admission_wait_s)
             await pipeline.batcher.start()
             try:
                 return await scenario(pipeline, budget)
@@ -260,6 +261,37 @@ def test_image_over_the_whole_budget_is_413_and_budget_busy_is_503(reference_cla
     assert (busy.status, busy.code) == (503, "at_capacity")
     assert busy.headers == {"Retry-After": "1"}
     assert isinstance(after, ImageResult), "once the memory is back, work is admitted again"
+
+
+def test_requests_waiting_for_each_other_the_later_gives_way_at_once(reference_classifier):
+    """Two requests each hold an upload of 6 MiB of a 16 MiB budget and need 6 MiB more to
+    decode: each fits alone, not beside the other. Waiting would end in 503 for both after the
+    admission wait (and their retries meet again); now the later one gives way at once."""
+    png = big_png(1000)  # 6 MiB decoded, in a decode process
+
+    async def request(budget, pipeline, started):
+        async with budget.charge() as charge:
+            await charge.add(6 * MB)  # its upload
+            try:
+                (outcome,) = await pipeline.predict([png], charge)
+            except ApiError as exc:
+                outcome = exc
+            return outcome, asyncio.get_running_loop().time() - started
+
+    async def scenario(pipeline, budget):
+        started = asyncio.get_running_loop().time()
+        first = asyncio.create_task(request(budget, pipeline, started))
+        later = asyncio.create_task(request(budget, pipeline, started))
+        return await first, await later, budget.in_use, budget.gave_way
+
+    (first, _), (later, later_s), in_use, gave_way = run_pipeline(
+        reference_classifier, scenario, budget_mb=16, admission_wait_s=10.0
+    )
+    assert isinstance(first, ImageResult)
+    assert (later.status, later.code) == (503, "at_capacity")
+    assert "gave way" in later.message and later.headers == {"Retry-After": "1"}
+    assert later_s < 5.0, "refused at once, not after the 10 s admission wait"
+    assert (in_use, gave_way) == (0, 1)
 
 
 def test_request_timeout_is_503_and_cancels_its_queued_work(reference_classifier):
