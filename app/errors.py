@@ -11,9 +11,10 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger("app.errors")
 
@@ -86,10 +87,37 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(
+    request: Request, exc: StarletteHTTPException
+) -> JSONResponse | RedirectResponse:
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code == 404:
+        meant = _path_meant(request)
+        if meant and request.method in ("GET", "HEAD"):
+            # a browser that typed /field/: sent on, by path only (never a host from the
+            # request's Host header), so it stays on the scheme and host it used
+            query = request.url.query
+            return RedirectResponse(
+                request.scope.get("root_path", "") + meant + (f"?{query}" if query else ""),
+                status_code=307,
+            )
+        message = f"no endpoint at {request.url.path}"
+        if meant:
+            message += f"; did you mean {meant} (without the trailing slash)?"
     return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+
+
+def _path_meant(request: Request) -> str | None:
+    """The path without its trailing slash(es) when a route answers there, else None."""
+    path = request.url.path
+    bare = path.rstrip("/")
+    if not bare or bare == path:
+        return None
+    # as Starlette's own slash redirect looks for it: does any route match the bare path?
+    scope = {**request.scope, "path": bare}
+    routes = request.app.router.routes
+    return bare if any(route.matches(scope)[0] is not Match.NONE for route in routes) else None
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -51,6 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # Not Starlette's slash redirect: it builds an absolute URL from the Host header (any
+        # client's choice), which behind a TLS proxy points at plain http. app.errors sends a
+        # GET on by path only, and tells a POST the path meant (a redirected upload is sent
+        # twice, and curl without -L prints nothing).
+        redirect_slashes=False,
     )
     app.state.runtime = ServiceRuntime(settings, metrics)
     install_error_handlers(app)

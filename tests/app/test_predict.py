@@ -184,3 +184,22 @@ def test_malformed_multipart_is_400(client):
 def test_unknown_route_and_wrong_method_use_the_error_shape(client):
     assert_error(client.get("/v1/nothing-here"), 404, "not_found")
     assert_error(client.get("/v1/predict"), 405, "method_not_allowed")
+
+
+def test_a_trailing_slash_never_redirects_to_the_host_header(client):
+    """Starlette's slash redirect is built from the Host header (a client's choice) and, behind
+    a TLS proxy, points at plain http: a POST is told the path meant, a GET sent on by path."""
+    response = client.post(
+        "/v1/predict/",
+        files={"file": ("a.jpg", jpeg_bytes(), "image/jpeg")},
+        headers={"host": "evil.example"},
+        follow_redirects=False,
+    )
+    assert_error(response, 404, "not_found")
+    assert "location" not in response.headers
+    assert "did you mean /v1/predict (without the trailing slash)" in response.text
+    assert "evil.example" not in response.text
+    unknown = client.get("/v1/nothing-here/")
+    assert unknown.json()["error"]["message"] == "no endpoint at /v1/nothing-here/"
+    page = client.get("/health/live/?x=1", headers={"host": "evil.example"}, follow_redirects=False)
+    assert (page.status_code, page.headers["location"]) == (307, "/health/live?x=1")
