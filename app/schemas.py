@@ -159,6 +159,14 @@ class ModelCost(BaseModel):
     )
 
 
+class UploadLimits(BaseModel):
+    """What one request may carry, so a client can split and check before it sends."""
+
+    max_upload_bytes: int = Field(description="largest file (INVASIVE_MAX_UPLOAD_BYTES)")
+    max_batch_files: int = Field(description="files in one batch (INVASIVE_MAX_BATCH_FILES)")
+    max_image_pixels: int = Field(description="largest image (INVASIVE_MAX_IMAGE_PIXELS)")
+
+
 class ModelInfo(BaseModel):
     """What is being served, where, and how."""
 
@@ -189,6 +197,8 @@ class ModelInfo(BaseModel):
                     "load_seconds": 0.41,
                     "warmup_seconds": 1.2,
                     "max_batch_size": 16,
+                    "limits": {"max_upload_bytes": 20971520, "max_batch_files": 32,
+                               "max_image_pixels": 50000000},
                     "jpeg_decoding": "batch",
                     "cost": {"members": 1, "forward_passes_per_image": 1,
                              "gflops_per_image": 3.63},
@@ -216,6 +226,7 @@ class ModelInfo(BaseModel):
     load_seconds: float | None
     warmup_seconds: float | None
     max_batch_size: int
+    limits: UploadLimits
     jpeg_decoding: Literal["batch", "processes"] = Field(
         description="where plain JPEGs are decoded (INVASIVE_JPEG_DECODE): 'batch' (by the "
         "inference thread before the forward pass: Pillow on a CPU, nvJPEG on CUDA) or "

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends
 
 from app.api.dependencies import ReadyPipeline, Runtime
 from app.errors import error_responses
-from app.schemas import EngineInfo, ModelCost, ModelInfo
+from app.schemas import EngineInfo, ModelCost, ModelInfo, UploadLimits
 from app.security import require_api_key
 from model.ensemble import forward_gflops
 
@@ -47,7 +47,8 @@ router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_a
     description="Model id, the demo flag (true for the generated demo checkpoint), device, "
     "precision, the inference engine actually running (and whether its conversion came from "
     "the cache, or why it fell back to eager), what one image costs (networks, forward passes, "
-    "GFLOPs: a fold ensemble runs every member), where plain JPEGs are decoded, and the "
+    "GFLOPs: a fold ensemble runs every member), where plain JPEGs are decoded, the upload "
+    "limits (largest file, files per batch, pixels: a client can split and check first), and the "
     "checkpoint's full metadata (classes, threshold, metrics, training, ensemble members).",
     response_model=ModelInfo,
     responses=error_responses(401, 503),
@@ -75,6 +76,11 @@ async def model_info(
         load_seconds=runtime.load_seconds,
         warmup_seconds=runtime.warmup_seconds,
         max_batch_size=runtime.settings.max_batch_size,
+        limits=UploadLimits(
+            max_upload_bytes=runtime.settings.max_upload_bytes,
+            max_batch_files=runtime.settings.max_batch_files,
+            max_image_pixels=runtime.settings.max_image_pixels,
+        ),
         jpeg_decoding="batch" if pipeline.decode_in_batch else "processes",
         cost=await asyncio.to_thread(  # the first call counts (~50 ms a member): off the loop
             model_cost, meta.arch, len(meta.class_names), meta.input_size,

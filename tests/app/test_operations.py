@@ -124,6 +124,13 @@ def test_model_info(client, reference_classifier, service_checkpoint):
     assert body["metadata"]["positive_class"] == meta.positive_class
 
 
+def test_model_info_states_the_upload_limits_a_client_can_split_by(client_for):
+    limited = client_for(max_batch_files=3, max_upload_bytes=123_456, max_image_pixels=1_000_000)
+    assert limited.get("/v1/model").json()["limits"] == {
+        "max_upload_bytes": 123_456, "max_batch_files": 3, "max_image_pixels": 1_000_000,
+    }
+
+
 def test_model_info_shows_no_path_of_the_training_host(client_for, tmp_path, service_checkpoint):
     """The training config records where the data and log were; /v1/model (public without a
     key) shows only their last part."""

@@ -11,6 +11,14 @@
   const MAX_LONG_SIDE = 1024;
   const JPEG_QUALITY = 0.9;
   const DEFAULT_INPUT_SIZE = 224;
+  // A photo small enough already is sent as it is if the service reads its format; any other
+  // format the browser decodes (AVIF, ICO...) is re-encoded as JPEG.
+  const SERVICE_FORMATS = new Set([
+    "image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff",
+  ]);
+  // Answers worth sending the same photo again for: the service was busy, starting, away.
+  const RETRYABLE_STATUS = new Set([408, 429, 502, 503, 504]);
+  const AUTO_RETRIES = 4; // busy answers resent by themselves (after Retry-After, doubling)
 
   // What each of the service's error codes means for someone standing in a field.
   const PLAIN_WORDS = {
@@ -21,6 +29,7 @@
     file_too_large: "This file is too large for the service.",
     payload_too_large: "These photos are too large to send together. Send fewer at a time.",
     too_many_files: "Too many photos at once. Send fewer at a time.",
+    too_large_to_send: "This file is too large to send to the service.",
     image_too_complex: "This image is built in a way the service refuses to decode.",
     decode_timeout: "This image took too long to decode.",
     unauthorized: "The service needs a valid API key.",
@@ -28,6 +37,8 @@
     at_capacity: "The service is busy. Try again in a moment.",
     request_timeout: "The service took too long to answer. Try again in a moment.",
     model_not_ready: "The service is starting up. Try again in a moment.",
+    shutting_down: "The service is restarting. Try again in a moment.",
+    decoder_unavailable: "The service had a hiccup decoding this photo. Try again.",
     network: "Could not reach the service. Check the connection and try again.",
   };
 
@@ -47,7 +58,11 @@
   };
 
   let inputSize = DEFAULT_INPUT_SIZE;
+  // the service's limits, from /v1/model (until it answers: send, and let it say)
+  let limits = { maxUploadBytes: Infinity, maxBatchFiles: 32 };
   let modelRetry = null;
+  // photos that could not be checked for a passing reason, kept to be sent again
+  const waiting = new Set();
 
   // ------------------------------------------------------------------ the API key
 
@@ -111,7 +126,10 @@
     return error;
   }
 
-  function plainWords(error) {
+  function plainWords(error, count = 1) {
+    if (count === 1 && error.code === "payload_too_large") {
+      return PLAIN_WORDS.file_too_large;
+    }
     return PLAIN_WORDS[error.code] || error.message || "Something went wrong.";
   }
 
@@ -127,8 +145,11 @@
     try {
       response = await fetch("v1/model", { headers: authHeaders(key), cache: "no-store" });
     } catch {
-      el.model.textContent = "Cannot reach the service. Photos will be sent once it answers.";
-      modelRetry = setTimeout(() => loadModel(), 5000);
+      el.model.textContent = waiting.size
+        ? "Cannot reach the service. The photos waiting will be sent once it answers."
+        : "Cannot reach the service. Checking again every few seconds.";
+      delete el.model.dataset.modelId;
+      modelRetry = setTimeout(start, 5000);
       return "network";
     }
     if (response.status === 401) {
@@ -137,8 +158,9 @@
     if (!response.ok) {
       const error = await readError(response);
       el.model.textContent = `${plainWords(error)} (${error.message || error.code})`;
+      delete el.model.dataset.modelId;
       if (response.status === 503) {
-        modelRetry = setTimeout(() => loadModel(), retryAfterMs(response));
+        modelRetry = setTimeout(start, retryAfterMs(response));
       }
       return error.code;
     }
@@ -148,6 +170,12 @@
 
   function showModel(info) {
     inputSize = Number(info.input_size) || DEFAULT_INPUT_SIZE;
+    if (info.limits) {
+      limits = {
+        maxUploadBytes: Number(info.limits.max_upload_bytes) || Infinity,
+        maxBatchFiles: Math.max(1, Number(info.limits.max_batch_files) || 1),
+      };
+    }
     el.model.textContent = `Model: ${info.model_id}`;
     el.model.dataset.modelId = info.model_id;
     el.model.dataset.threshold = String(info.threshold);
@@ -163,6 +191,8 @@
     }
   }
 
+  // Ask the service what it serves; on the way, ask for a key it wants, and send the photos
+  // waiting once it answers. Called at load, while it is unreachable or busy, and after a key.
   async function start() {
     const outcome = await loadModel();
     if (outcome === "unauthorized") {
@@ -172,9 +202,13 @@
         showKeyForm("This service needs an API key. Ask whoever runs it.", false);
       }
       el.model.textContent = "Waiting for an API key.";
-    } else {
-      hideKeyForm();
+      return outcome;
     }
+    hideKeyForm();
+    if (outcome === "ok") {
+      sendWaiting();
+    }
+    return outcome;
   }
 
   el.keyForm.addEventListener("submit", async (event) => {
@@ -192,9 +226,17 @@
       el.keyInput.focus();
       return;
     }
+    if (outcome === "network") {
+      // not checked, so not saved: a mistyped key would be kept and fail later
+      showKeyForm("Cannot reach the service to check the key. Try again once connected.", true);
+      return;
+    }
     storedKey.set(candidate); // accepted (or the service is merely busy): remember it
     hideKeyForm();
     announce("API key saved on this device.");
+    if (outcome === "ok") {
+      sendWaiting();
+    }
   });
 
   el.forgetKey.addEventListener("click", () => {
@@ -221,13 +263,16 @@
       const long = Math.max(width, height);
       const short = Math.min(width, height);
       const scale = Math.min(1, Math.max(MAX_LONG_SIDE / long, (2 * inputSize) / short));
-      if (scale >= 1) {
+      if (scale >= 1 && SERVICE_FORMATS.has(file.type)) {
         return { blob: file, preview: URL.createObjectURL(file) }; // small already
       }
       const canvas = document.createElement("canvas");
-      canvas.width = Math.max(1, Math.round(width * scale));
-      canvas.height = Math.max(1, Math.round(height * scale));
+      canvas.width = Math.max(1, Math.round(width * Math.min(1, scale)));
+      canvas.height = Math.max(1, Math.round(height * Math.min(1, scale)));
       const context = canvas.getContext("2d");
+      // JPEG has no transparency: what was transparent becomes white, as the service does
+      context.fillStyle = "#fff";
+      context.fillRect(0, 0, canvas.width, canvas.height);
       context.imageSmoothingEnabled = true;
       context.imageSmoothingQuality = "high";
       context.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
@@ -298,17 +343,19 @@
     }
   }
 
-  function finish(li, elapsedMs, sentBytes, batchSize) {
+  // ``sent``: false when the bytes never reached the service (refused here, no connection)
+  function finish(li, elapsedMs, sentBytes, batchSize, sent = true) {
     li.classList.remove("pending");
     li.removeAttribute("aria-busy");
     li.dataset.elapsedMs = String(Math.round(elapsedMs));
-    if (sentBytes !== undefined) li.dataset.sentBytes = String(sentBytes);
-    const sent = sentBytes === undefined ? "" : `, ${formatBytes(sentBytes)} sent`;
+    li.dataset.sentBytes = String(sent ? sentBytes : 0);
+    const size = `, ${formatBytes(sentBytes)} ${sent ? "sent" : "not sent"}`;
     const batch = batchSize > 1 ? ` for the batch of ${batchSize}` : "";
-    li.querySelector(".result-body").append(line("elapsed", `${formatMs(elapsedMs)}${batch}${sent}`));
+    li.querySelector(".result-body").append(line("elapsed", `${formatMs(elapsedMs)}${batch}${size}`));
   }
 
-  function showPrediction(li, prediction, elapsedMs, sentBytes, batchSize) {
+  function showPrediction(entry, prediction, elapsedMs, batchSize) {
+    const li = entry.li;
     const body = li.querySelector(".result-body");
     const verdict = body.querySelector(".verdict");
     // A multi-class model answers invasive: null and threshold: null (label = the top class).
@@ -319,7 +366,10 @@
     verdict.textContent = "";
     const strong = document.createElement("strong");
     strong.textContent = labelText(prediction.label);
-    verdict.append(strong, ` ${percent(prediction.probability)}`);
+    // The label with its own class's probability ("Not invasive 96%", never the invasive
+    // class's 4% beside it); the bar and the detail line show the invasive class's.
+    const own = (prediction.probabilities || {})[prediction.label];
+    verdict.append(strong, ` ${percent(own ?? prediction.probability)}`);
     const bar = document.createElement("div");
     bar.className = "bar";
     bar.setAttribute("aria-hidden", "true"); // the text says the same
@@ -340,16 +390,45 @@
         ? `Probabilities: ${ranked.join(", ")}`
         : `Probability invasive ${percent(prediction.probability)}, threshold ${percent(prediction.threshold)}`),
     );
-    finish(li, elapsedMs, sentBytes, batchSize);
+    finish(li, elapsedMs, entry.photo.blob.size, batchSize);
   }
 
-  function showError(li, error, elapsedMs, sentBytes, batchSize) {
+  // ``retry``: the photo is kept and can be sent again (a button; busy answers by themselves)
+  function showError(entry, error, elapsedMs, batchSize, { sent = true, retry = false } = {}) {
+    const li = entry.li;
     li.classList.add("failed");
+    li.classList.toggle("waiting", retry);
     li.dataset.error = error.code;
     li.querySelector(".verdict").textContent = plainWords(error);
-    const detail = error.message ? `Service said: ${error.message} (${error.code})` : error.code;
-    li.querySelector(".result-body").append(line("detail", detail));
-    finish(li, elapsedMs, sentBytes, batchSize);
+    let detail = error.code;
+    if (error.local) {
+      detail = error.message;
+    } else if (error.code === "network") {
+      detail = "No answer from the service (network).";
+    } else if (error.message) {
+      detail = `Service said: ${error.message} (${error.code})`;
+    }
+    const body = li.querySelector(".result-body");
+    body.append(line("detail", detail));
+    finish(li, elapsedMs, entry.photo.blob.size, batchSize, sent);
+    if (retry) {
+      const again = document.createElement("button");
+      again.type = "button";
+      again.className = "link-button retry";
+      again.textContent = "Send again";
+      again.addEventListener("click", () => resend([entry]));
+      body.append(again);
+    }
+  }
+
+  // Back to "sending": the last attempt's answer, timing and button go.
+  function resetItem(li) {
+    li.classList.remove("failed", "waiting");
+    li.classList.add("pending");
+    li.setAttribute("aria-busy", "true");
+    delete li.dataset.error;
+    li.querySelectorAll(".detail, .elapsed, .retry").forEach((node) => node.remove());
+    li.querySelector(".verdict").textContent = "Sending again…";
   }
 
   function announce(message, isError = false) {
@@ -357,25 +436,69 @@
     el.status.classList.toggle("error", isError);
   }
 
+  // Once nothing is on its way: this photo's answer, or the tally of every photo on the page.
+  function summarise(entries) {
+    const items = Array.from(el.results.children);
+    const has = (name) => items.filter((li) => li.classList.contains(name)).length;
+    if (has("pending")) {
+      return; // the last send to finish says it
+    }
+    const toResend = has("waiting");
+    const unreadable = has("failed") - toResend;
+    const only = entries.length === 1 ? entries[0].li : null;
+    if (only && only.dataset.label && !toResend) {
+      const name = only.querySelector(".file-name").textContent;
+      announce(`${name}: ${only.querySelector(".verdict").textContent}`);
+      return;
+    }
+    const parts = [`${items.length - toResend} photo${items.length - toResend === 1 ? "" : "s"} checked`];
+    if (unreadable) parts.push(`${unreadable} could not be read`);
+    if (toResend) parts.push(`${toResend} waiting to be sent again`);
+    announce(`${parts.join(", ")}.`, Boolean(unreadable || toResend));
+  }
+
   // ------------------------------------------------------------------ sending photos
 
   async function sendPhotos(files) {
-    const items = files.map(makeItem);
-    el.results.prepend(...items); // newest first, each batch in the order it was sent
+    const entries = files.map((file) => ({ file, li: makeItem(file), photo: null, autoRetries: 0 }));
+    el.results.prepend(...entries.map((entry) => entry.li)); // newest first, in the order sent
     el.empty.hidden = true;
-    const n = files.length;
-    const started = performance.now();
-    const prepared = [];
-    for (let i = 0; i < files.length; i += 1) {
-      prepared.push(await preparePhoto(files[i])); // one at a time: phones run out of memory
-      setThumb(items[i], prepared[i].preview);
-      items[i].querySelector(".verdict").textContent = "Sending…";
+    for (const entry of entries) {
+      entry.photo = await preparePhoto(entry.file); // one at a time: phones run out of memory
+      setThumb(entry.li, entry.photo.preview);
     }
-    const single = files.length === 1;
+    await send(entries);
+  }
+
+  // In batches the service takes, one after the other. A file over its upload limit is told so
+  // here and never sent: it would fail the batch it is in.
+  async function send(entries) {
+    if (!entries.length) return;
+    const sendable = [];
+    for (const entry of entries) {
+      const size = entry.photo.blob.size;
+      if (size > limits.maxUploadBytes) {
+        const message = `${formatBytes(size)}; the service takes files up to ${formatBytes(limits.maxUploadBytes)}.`;
+        showError(entry, { code: "too_large_to_send", message, local: true }, 0, 1, { sent: false });
+      } else {
+        sendable.push(entry);
+      }
+    }
+    for (let i = 0; i < sendable.length; i += limits.maxBatchFiles) {
+      await sendBatch(sendable.slice(i, i + limits.maxBatchFiles));
+    }
+    summarise(entries);
+  }
+
+  async function sendBatch(entries) {
+    entries.forEach((entry) => { entry.li.querySelector(".verdict").textContent = "Sending…"; });
+    const single = entries.length === 1;
+    const n = entries.length;
     const form = new FormData();
-    prepared.forEach((photo, i) => form.append(single ? "file" : "files", photo.blob, files[i].name));
-    const sizes = prepared.map((photo) => photo.blob.size);
-    announce(single ? "Checking 1 photo…" : `Checking ${files.length} photos…`);
+    entries.forEach((entry) => form.append(single ? "file" : "files", entry.photo.blob, entry.file.name));
+    announce(single ? "Checking 1 photo…" : `Checking ${n} photos…`);
+    const started = performance.now();
+    const elapsed = () => performance.now() - started;
 
     let response;
     try {
@@ -385,41 +508,75 @@
         headers: authHeaders(),
       });
     } catch {
-      const error = { code: "network", message: "" };
-      items.forEach((li, i) => showError(li, error, performance.now() - started, sizes[i], n));
-      announce(plainWords(error), true);
+      entries.forEach((entry) => keepForLater(entry, { code: "network" }, elapsed(), n, false));
+      clearTimeout(modelRetry);
+      modelRetry = setTimeout(start, 5000); // sends them once the service answers again
       return;
     }
-    const elapsed = () => performance.now() - started;
     if (!response.ok) {
       const error = await readError(response);
-      items.forEach((li, i) => showError(li, error, elapsed(), sizes[i], n));
+      if (!single && response.status === 413) {
+        // over a body limit (the service's, or a proxy's in front of it): one by one instead
+        for (const entry of entries) await sendBatch([entry]);
+        return;
+      }
       if (response.status === 401) {
+        entries.forEach((entry) => keepForLater(entry, error, elapsed(), n)); // sent with a key
         showKeyForm(
           sessionKey ? "The saved API key was not accepted. Enter the current key." : "This service needs an API key. Ask whoever runs it.",
           Boolean(sessionKey),
         );
         el.keyInput.focus();
+        return;
       }
-      announce(plainWords(error), true);
+      if (RETRYABLE_STATUS.has(response.status)) {
+        entries.forEach((entry) => keepForLater(entry, error, elapsed(), n));
+        retryLater(entries, retryAfterMs(response));
+        return;
+      }
+      entries.forEach((entry) => showError(entry, error, elapsed(), n));
       return;
     }
     const answer = await response.json();
+    if (!el.model.dataset.modelId) start(); // the header still says it could not reach it
     if (single) {
-      showPrediction(items[0], answer, elapsed(), sizes[0]);
-      announce(`${files[0].name}: ${labelText(answer.label)} ${percent(answer.probability)}`);
+      showPrediction(entries[0], answer, elapsed(), 1);
       return;
     }
     for (const result of answer.results) {
-      const li = items[result.index];
+      const entry = entries[result.index];
       if (result.prediction) {
-        showPrediction(li, result.prediction, elapsed(), sizes[result.index], n);
+        showPrediction(entry, result.prediction, elapsed(), n);
       } else {
-        showError(li, { status: result.status, ...result.error }, elapsed(), sizes[result.index], n);
+        showError(entry, { status: result.status, ...result.error }, elapsed(), n);
       }
     }
-    const failed = answer.count - answer.succeeded;
-    announce(`${answer.count} photos checked${failed ? `, ${failed} could not be read` : ""}.`);
+  }
+
+  function keepForLater(entry, error, elapsedMs, batchSize, sent = true) {
+    showError(entry, error, elapsedMs, batchSize, { sent, retry: true });
+    waiting.add(entry);
+  }
+
+  // Busy answers: sent again by themselves after Retry-After, doubling, a few times.
+  function retryLater(entries, delayMs) {
+    const due = entries.filter((entry) => entry.autoRetries < AUTO_RETRIES);
+    if (!due.length) return;
+    const attempt = Math.max(...due.map((entry) => entry.autoRetries));
+    due.forEach((entry) => { entry.autoRetries += 1; });
+    setTimeout(() => resend(due.filter((entry) => waiting.has(entry))), delayMs * 2 ** attempt);
+  }
+
+  function resend(entries) {
+    entries.forEach((entry) => {
+      waiting.delete(entry);
+      resetItem(entry.li);
+    });
+    return send(entries);
+  }
+
+  function sendWaiting() {
+    if (waiting.size) resend(Array.from(waiting));
   }
 
   function onFilesChosen(event) {
