@@ -142,6 +142,12 @@ def _rows(results: Mapping) -> list[tuple[str, str, str]]:
                 f"{fmt(res['other_cpu_cores'], 2)}",
             ),
         ]
+    gave_way = results.get("server", {}).get("counters", {}).get(
+        "invasive_memory_budget_gave_way_total"
+    )
+    if gave_way is not None:
+        rows.append(("all", "server: requests that gave way (503, wait for each other)",
+                     f"{gave_way:,.0f}"))
     v = results.get("violations", {"count": 0})
     rows.append(("all", "**violations**", f"**{v['count']:,}**"))
     return rows

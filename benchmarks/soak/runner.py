@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import time
+import urllib.request
 
 from benchmarks.serving.servers import RunningServer
 from benchmarks.serving.stats import ratio
@@ -56,6 +57,7 @@ def run(cfg: SoakConfig, argv: list[str]) -> dict:
             phases.close()
             monitor.stop()
         results["server"]["alive_at_end"] = server.proc.poll() is None
+        results["server"]["counters"] = scrape_counters(server, cfg.out / "server-metrics.txt")
         results["server"]["idle_cpu_cores"] = round(phases.idle_floor, 3)
         results["resources"] = resources_summary(cfg, monitor, phases.windows)
     finally:
@@ -65,6 +67,27 @@ def run(cfg: SoakConfig, argv: list[str]) -> dict:
     results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
     results["violations"] = total_violations(results)
     return results
+
+
+# The server's own counts of what it refused and why, beside the client's view.
+SERVER_COUNTERS = ("invasive_memory_budget_gave_way_total",)
+
+
+def scrape_counters(server: RunningServer, path) -> dict:
+    """/metrics at the end (kept whole in ``path``), and :data:`SERVER_COUNTERS` from it
+    (absent from a revision without them)."""
+    try:
+        with urllib.request.urlopen(server.spec.url("/metrics"), timeout=10) as answer:
+            text = answer.read().decode()
+    except OSError as exc:
+        return {"error": repr(exc)}
+    path.write_text(text)
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in SERVER_COUNTERS:
+            found[name] = float(value)
+    return found
 
 
 def run_phases(cfg: SoakConfig, phases: Phases, payloads: dict[str, list[Payload]]) -> dict:

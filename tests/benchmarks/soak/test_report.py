@@ -126,6 +126,14 @@ def test_markdown_has_the_acceptance_figures(results):
     assert "| all | **violations** | **1** |" in md
 
 
+def test_markdown_has_the_server_s_give_way_count_when_it_has_one(results):
+    assert "gave way" not in render_markdown(results)  # a revision without the counter
+    results["server"]["counters"] = {"invasive_memory_budget_gave_way_total": 1234.0}
+    assert "| all | server: requests that gave way (503, wait for each other) | 1,234 |" in (
+        render_markdown(results)
+    )
+
+
 def test_markdown_without_a_soak_phase_says_why(results):
     results["phases"]["soak"] = {"error": "no capacity measured"}
     results["violations"] = total_violations(results)
