@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from training.cli_flags import (
     add_runtime_flags,
     integer,
 )
-from training.preflight import check_checkpoint, check_data_dir, check_file, check_output
+from training.errors import TrainingError
+from training.preflight import (
+    check_checkpoint,
+    check_data_dir,
+    check_file,
+    check_name_lengths,
+    check_output,
+)
 
 # = model.engines.ENGINES, written out because that module imports torch (seconds on every
 # --help); tests/training/test_cli_startup.py keeps the two equal.
@@ -61,9 +69,10 @@ def add_offline_commands(sub) -> None:
     p.add_argument("--images", type=Path, required=True, metavar="DIR",
                    help="folder of photos, searched recursively (e.g. data/kaggle/test, or a "
                         "class-folders root)")
-    p.add_argument("--output", type=Path, required=True, metavar="PATH",
-                   help="CSV file to write, e.g. runs/submission.csv (an existing folder gets "
-                        "submission.csv inside it)")
+    p.add_argument("--output", type=_csv_output, required=True, metavar="PATH",
+                   help="CSV file to write, e.g. runs/submission.csv (an existing folder, or a "
+                        "path ending in /, gets submission.csv inside it; an existing file is "
+                        "replaced only if it is a .csv)")
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
     p.add_argument("--batch-size", type=integer(1), default=32, help="images per forward pass")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out")
@@ -127,14 +136,39 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv_output(raw: str) -> Path:
+    """``--output`` of predict: ``runs/new/`` names a folder to make, not a file called ``new``
+    (``Path`` drops the trailing slash, so it is read here, from the string)."""
+    path = Path(raw)
+    return path / "submission.csv" if raw.endswith(("/", os.sep)) else path
+
+
+def check_csv_output(output: Path, checkpoint: Path) -> Path:
+    """The CSV file predict writes, refused before any work if writing it would destroy a file
+    that is no earlier submission: the checkpoint itself (audit: the model became a CSV), or any
+    existing file not named .csv (a photo, a config). Replacing a .csv is a rerun's job."""
+    check_name_lengths(output)
+    if output.is_dir():  # an existing folder gets submission.csv inside it
+        output = output / "submission.csv"
+    if output.exists():
+        if checkpoint.exists() and os.path.samefile(output, checkpoint):
+            raise TrainingError(f"--output {output} is the checkpoint file; writing the CSV "
+                                "there would destroy the model (pass another path, e.g. "
+                                "runs/submission.csv)")
+        if output.suffix.lower() != ".csv":
+            raise TrainingError(f"--output {output} exists and is not a .csv file; predict "
+                                "replaces only an earlier CSV (pass a new path, or remove it)")
+    check_output(output)
+    return output
+
+
 def _run_predict(args: argparse.Namespace) -> int:
     check_checkpoint(args.checkpoint)
     check_data_dir(args.images, "--images", "image folder")
-    # An existing folder gets submission.csv inside it (training.predict).
-    check_output(args.output / "submission.csv" if args.output.is_dir() else args.output)
+    output = check_csv_output(args.output, args.checkpoint)
     from training.predict import predict_folder
 
-    result = predict_folder(args.checkpoint, args.images, args.output, device=args.device,
+    result = predict_folder(args.checkpoint, args.images, output, device=args.device,
                             precision=args.precision, workers=args.workers, flip_tta=args.tta,
                             skip_bad=args.skip_bad, batch_size=args.batch_size,
                             engine=args.engine)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +25,12 @@ from pathlib import Path
 from training.archives import extract_kaggle_archives
 from training.errors import DataError, list_offenders
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff")
+# The names of the formats the service decodes (model.imaging.SUPPORTED_FORMATS: JPEG, MPO,
+# PNG, WebP, HEIC/HEIF, BMP, TIFF, GIF); a test keeps the two in step. A photo named otherwise
+# is not looked for (the service sniffs the bytes, but a folder also holds CSVs and notes).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".webp", ".heic", ".heif",
+                  ".bmp", ".tif", ".tiff", ".gif")
+EMPTY_FILE = "the file is empty"  # the service's empty_file, in words for a file on disk
 LABELS_FILE = "train_labels.csv"
 KAGGLE_CLASS_NAMES = ["not_invasive", "invasive"]
 
@@ -78,6 +84,16 @@ class LabelledData:
             self.root, self.layout, self.class_names, self.positive_class, kept, skipped,
             self.notes,
         )
+
+
+def decode_failure(path: Path, message: str) -> str:
+    """Why ``path`` did not decode: the decode's ``message``, except for a zero-byte file, which
+    no format opens and which the service reports as empty (``empty_file``), not as a file in an
+    unsupported format."""
+    try:
+        return EMPTY_FILE if path.stat().st_size == 0 else message
+    except OSError:
+        return message
 
 
 def without_indices(items: list[str] | None, drop: Collection[int]) -> list[str] | None:
@@ -189,6 +205,8 @@ def _header_problem(path: Path) -> str | None:
     except OSError as exc:
         return f"cannot read the file ({exc})"
     with stream:
+        if os.fstat(stream.fileno()).st_size == 0:  # else: "not an image in a supported format"
+            return EMPTY_FILE
         try:
             # Pillow's EXIF/ICC warnings are silenced by model.imaging's filter (a
             # catch_warnings() here would race between the pool's threads)
@@ -225,9 +243,9 @@ def _load_kaggle(root: Path) -> tuple[LabelledData, dict[str, list[str]]]:
     listed: set[Path | None] = set()  # every photo a row names, well labelled or not
     for line_no, row in enumerate(rows, start=2):
         name, raw_label = row.get("name", ""), row.get("invasive", "")
-        path = files.get(name) or by_stem.get(image_stem(name))
+        path = files.get(name) or by_stem.get(image_stem(name)) or _named_file(image_dir, name)
         listed.add(path)
-        stem = path.stem if path else image_stem(name)
+        stem = image_stem(path.name if path else name)
         if stem in seen:
             problems["duplicate names"].append(f"{name!r} (line {line_no})")
             continue
@@ -314,6 +332,15 @@ def _load_class_folders(root: Path, positive_class: str | None
     if duplicates:
         problems["duplicate names"] = duplicates
     return data, problems
+
+
+def _named_file(image_dir: Path, name: str) -> Path | None:
+    """The file a row names exactly though its name is no image name (``cam``, a camera's
+    extensionless export): the row says it is a photo, and the decode checks that it is."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = image_dir / name
+    return path if path.is_file() else None
 
 
 def _is_photo(path: Path) -> bool:

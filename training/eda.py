@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from training.data import LABELS_FILE, LabelledData, load_groups, load_labelled_data
+from training.errors import list_offenders
 from training.plots import plot_class_balance
 from training.sheets import class_grid
 
@@ -117,6 +118,8 @@ def eda_lines(summary: dict[str, Any]) -> list[str]:
     if summary["unreadable_headers"]:
         rows.append(("unreadable", f"{len(summary['unreadable_headers'])}: "
                                    f"{', '.join(summary['unreadable_headers'][:5])}"))
+    if summary["skipped"]:  # --skip-bad: said here, not only in eda.json
+        rows.append(("skipped", list_offenders("--skip-bad", summary["skipped"])))
     rows += [("left out", note) for note in summary.get("left_out", [])]
     g = summary.get("groups")
     if g:

@@ -26,12 +26,12 @@ import numpy as np
 from model.inference import Classifier
 from training import sheets
 from training.data import LabelledData, load_labelled_data
-from training.errors import DataError, TrainingError, list_offenders
+from training.errors import DataError, TrainingError, list_offenders, writing
 from training.evaluate_multiclass import multiclass_evaluation_lines, multiclass_results
 from training.metrics import binary_metrics
 from training.plots import plot_confusion, plot_precision_recall, plot_roc, plot_training_curves
 from training.runlog import read_log
-from training.scoring import score_files
+from training.scoring import load_classifier, score_files
 from training.sheets import Tile
 from training.summary import metrics_text
 
@@ -56,11 +56,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """``positive_class`` (``--positive-class``) may only repeat the checkpoint's own: see
     :func:`check_positive_class`."""
-    try:
-        classifier = Classifier.from_checkpoint(checkpoint, device=device, precision=precision,
-                                                engine=engine)
-    except ValueError as exc:  # --device cuda without CUDA, --precision fp16 on a CPU
-        raise TrainingError(str(exc)) from None
+    classifier = load_classifier(checkpoint, device=device, precision=precision, engine=engine)
     meta = classifier.metadata
     check_positive_class(positive_class, meta.positive_class, meta.class_names, meta.threshold)
     data = load_labelled_data(data_dir, skip_bad=skip_bad, positive_class=meta.positive_class)
@@ -80,6 +76,18 @@ def evaluate(
                             + " (pass --skip-bad to leave them out)")
         print(list_offenders("skipped unreadable images", names))
     keep = np.array([i not in failures for i in range(len(paths))], dtype=bool)
+    with writing(out_dir, folder=True):  # a full disk, /proc: one line, no traceback
+        return _report(checkpoint, data_dir, out_dir, classifier, data, probs, failures, keep,
+                       flip_tta=flip_tta, log=log)
+
+
+def _report(checkpoint: Path, data_dir: Path, out_dir: Path, classifier: Classifier,
+            data: LabelledData, probs: np.ndarray, failures: dict[int, str], keep: np.ndarray,
+            *, flip_tta: bool, log: Path | None) -> dict[str, Any]:
+    """The metrics, plots and misclassified images of the scored ``probs``, written into
+    ``out_dir``."""
+    meta = classifier.metadata
+    paths = [s.path for s in data.samples]
     if meta.multiclass:
         out_dir.mkdir(parents=True, exist_ok=True)
         same = data.fingerprint() == meta.data_fingerprint
@@ -89,6 +97,7 @@ def evaluate(
             "task": "multiclass", "flip_tta": flip_tta, **metrics,
             "skipped": data.skipped + [f"{paths[i].name}: {w}" for i, w in failures.items()],
             "same_data_as_training": same,
+            "left_out": data.notes,  # photos not scored (no label row), as eda and fit say
             "scope": data_scope(meta.training_config, data_dir, int(keep.sum()), same),
             "misclassified": wrong,
         }
@@ -106,6 +115,7 @@ def evaluate(
         "positive_class": meta.positive_class, "flip_tta": flip_tta, **metrics,
         "skipped": data.skipped + [f"{paths[i].name}: {w}" for i, w in failures.items()],
         "same_data_as_training": same,
+        "left_out": data.notes,  # photos not scored (no label row), as eda and fit say
         "scope": data_scope(meta.training_config, data_dir, int(keep.sum()), same),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -198,9 +208,12 @@ def data_scope(training_config: dict[str, Any], data_dir: Path, scored: int, sam
         return (f"{scored} images under {data_dir}, the folder the checkpoint was trained on, "
                 "but its files changed since (the data fingerprint differs): most of them likely "
                 "trained or validated it, so the figures are probably optimistic")
-    return (f"{scored} images under {data_dir}, not the data the checkpoint was trained on (the "
-            "data fingerprints differ); photos shared with its training data, if any, would "
-            "still flatter the figures")
+    # A fingerprint names the whole set: differing ones show only that the sets differ, not
+    # that they share no photo (a subset of the training photos differs too).
+    return (f"{scored} images under {data_dir}, a different set from the data the checkpoint "
+            "was trained on (the data fingerprints differ); it may still share photos with it, "
+            "which would flatter the figures: only photos the checkpoint never saw give a "
+            "held-out estimate")
 
 
 def misclassified(data: LabelledData, p_pos: np.ndarray, keep: np.ndarray, threshold: float,
@@ -251,6 +264,7 @@ def evaluation_lines(report: dict[str, Any]) -> list[str]:
                                                     else "")),
         ("confusion", f"TN {c['tn']}, FP {c['fp']}, FN {c['fn']}, TP {c['tp']} (positive: "
                       f"{report['positive_class']})"),
+        *[("left out", note) for note in report.get("left_out", [])],
         ("misclassified", f"{wrong['count']}: " + ", ".join(
             p for p in (wrong["csv"], wrong["sheet"]) if p) + (" (worst first)" if wrong["count"]
                                                                else "")),

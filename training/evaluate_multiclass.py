@@ -79,6 +79,7 @@ def multiclass_evaluation_lines(report: dict[str, Any]) -> list[str]:
         *[(f"  {name}", f"precision {c['precision']:.4f}, recall {c['recall']:.4f}, F1 "
                         f"{c['f1']:.4f}, support {c['support']}")
           for name, c in report["per_class"].items()],
+        *[("left out", note) for note in report.get("left_out", [])],
         ("misclassified", f"{wrong['count']}: " + ", ".join(
             p for p in (wrong["csv"], wrong["sheet"]) if p) + (" (worst first)" if wrong["count"]
                                                                else "")),

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from model.imaging import ImageDecodeError, decode_image
 from model.preprocessing import PreprocessSpec, image_to_tensor, prepare_input, resize_for_model
 from training import distributed
+from training.data import decode_failure
 from training.errors import TrainingError
 
 
@@ -56,7 +57,7 @@ def _decode_each(paths: list[Path], spec: PreprocessSpec, threads: int, desc: st
             if keep is not None:
                 keep[i] = image
         except ImageDecodeError as exc:
-            failures[i] = exc.message
+            failures[i] = decode_failure(paths[i], exc.message)
         except OSError as exc:
             failures[i] = f"cannot read the file ({exc})"
 

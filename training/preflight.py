@@ -16,6 +16,7 @@ from training.errors import DataError, TrainingError
 # = model.checkpoint.METADATA_KEY (that module imports torch); a test keeps the two equal.
 METADATA_KEY = "invasive_species_metadata"
 MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+NAME_MAX = 255  # bytes in one file name: ext4, xfs, btrfs, tmpfs, overlayfs alike
 
 
 def check_data_dir(path: Path, flag: str = "--data", what: str = "data directory") -> None:
@@ -40,6 +41,7 @@ def check_output(path: Path, *, folder: bool = False, flag: str = "--output") ->
     """``path`` can be written: a file path that is no folder, or (``folder``: ``fit --folds``)
     a folder path that is no file, in a place this user may create files. Checked before any
     work: a run that trained for hours must not fail at its first write."""
+    check_name_lengths(path, flag)
     if folder:
         if path.exists() and not path.is_dir():
             raise TrainingError(f"{flag} {path} is a file; it must be a folder")
@@ -56,6 +58,17 @@ def check_output(path: Path, *, folder: bool = False, flag: str = "--output") ->
         read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
         why = "read-only file system" if read_only else "permission denied"
         raise TrainingError(f"{flag} {path}: {why} (cannot create files in {existing})")
+
+
+def check_name_lengths(path: Path, flag: str = "--output") -> None:
+    """No part of ``path`` is longer than a file name may be (255 bytes on Linux's file
+    systems): else the first look at it (``is_dir``) or the write fails with "File name too
+    long" and a traceback."""
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            raise TrainingError(f"{flag} {path}: the name {part[:30]}... is too long ({size} "
+                                f"bytes; file names hold at most {NAME_MAX})")
 
 
 def check_fit_output(output: Path, folds: int, log: Path | None) -> None:

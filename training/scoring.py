@@ -6,6 +6,7 @@ test-time augmentation averages the probabilities of each image and its mirror i
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +17,26 @@ from tqdm import tqdm
 from model.imaging import ImageDecodeError
 from model.inference import Classifier
 from model.preprocessing import prepare_input
+from training.data import decode_failure
+from training.errors import TrainingError
+
+
+def load_classifier(checkpoint: Path, *, device: str = "auto", precision: str = "auto",
+                    engine: str = "eager") -> Classifier:
+    """``Classifier.from_checkpoint``, its refusals as one-line user errors. The service's own
+    header check (``model.checkpoint.check_checkpoint``) runs first: it names the tensors that do
+    not fit (``'fc.bias' is (2,), expected (3,)``), where a full load's message stops at
+    "Error(s) in loading state_dict for ResNet:"."""
+    from model.checkpoint import check_checkpoint
+
+    # An architecture it cannot build raises ValueError: the load below words that itself.
+    with contextlib.suppress(ValueError):
+        check_checkpoint(checkpoint)
+    try:
+        return Classifier.from_checkpoint(checkpoint, device=device, precision=precision,
+                                          engine=engine)
+    except ValueError as exc:  # --device cuda without CUDA, --precision fp16 on a CPU
+        raise TrainingError(str(exc)) from None
 
 
 def score_files(
@@ -35,7 +56,7 @@ def score_files(
         try:
             return prepare_input(paths[i], classifier.spec)
         except ImageDecodeError as exc:
-            failures[i] = exc.message
+            failures[i] = decode_failure(paths[i], exc.message)
         except OSError as exc:
             failures[i] = f"cannot read the file ({exc})"
         return None

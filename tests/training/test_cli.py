@@ -58,7 +58,7 @@ def test_evaluate_writes_metrics_and_plots(demo_checkpoint, kaggle_data, tmp_pat
     assert (out / "misclassified.png").is_file() == (wrong > 0)
     # The demo checkpoint was trained on photos generated elsewhere: the report says so.
     assert report["same_data_as_training"] is False
-    assert report["scope"].startswith(f"16 images under {kaggle_data}, not the data")
+    assert report["scope"].startswith(f"16 images under {kaggle_data}, a different set")
     printed = capsys.readouterr().out
     assert f"misclassified    {wrong}: {out / 'misclassified.csv'}" in printed
     assert f"precision-recall {out / 'precision_recall.png'}" in printed

@@ -1,0 +1,236 @@
+"""Audit of the offline CLI (predict, evaluate, eda): what it reads, what it leaves out and says,
+what it refuses to overwrite, and how it words the errors it cannot avoid."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from model.checkpoint import METADATA_KEY
+from model.imaging import SUPPORTED_FORMATS
+from training.cli import main
+from training.data import IMAGE_SUFFIXES, load_labelled_data
+from training.predict import list_images
+
+
+def _never_scored(monkeypatch) -> None:
+    import training.scoring
+
+    def scored(*args, **kwargs):
+        raise AssertionError("scored before the output was checked")
+
+    monkeypatch.setattr(training.scoring, "score_files", scored)
+
+
+def _predict(checkpoint: Path, images: Path, output: str, *extra: str) -> int:
+    return main(["predict", "--checkpoint", str(checkpoint), "--images", str(images),
+                 "--output", output, "--workers", "1", *extra])
+
+
+def test_predict_never_overwrites_the_checkpoint_or_a_file_that_is_no_csv(
+        demo_checkpoint, kaggle_data, tmp_path, monkeypatch, capsys):
+    """Audit: --output ckpt/victim.safetensors turned the model into a CSV."""
+    victim = tmp_path / "victim.safetensors"
+    shutil.copy(demo_checkpoint, victim)
+    before = victim.read_bytes()
+    alias = tmp_path / "alias.csv"  # a .csv name that is the checkpoint all the same
+    alias.symlink_to(victim)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    images = kaggle_data / "train"
+    _never_scored(monkeypatch)
+    for output, said in ((victim, "is the checkpoint file"), (alias, "is the checkpoint file"),
+                         (notes, "exists and is not a .csv file")):
+        assert _predict(victim, images, str(output)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --output {output} {said}") and err.count("\n") == 1
+    assert victim.read_bytes() == before and notes.read_text() == "keep me"
+
+
+def test_predict_replaces_an_old_csv_and_makes_a_folder_named_with_a_slash(
+        demo_checkpoint, kaggle_data, tmp_path, capsys):
+    images = kaggle_data / "train"
+    old = tmp_path / "old.csv"
+    old.write_text("a rerun's submission\n")
+    assert _predict(demo_checkpoint, images, str(old)) == 0
+    assert old.read_text().startswith("name,invasive\n")
+    # Audit: out/newdir/ (missing) became a file called newdir.
+    assert _predict(demo_checkpoint, images, str(tmp_path / "newdir") + "/") == 0
+    assert (tmp_path / "newdir" / "submission.csv").is_file()
+    assert f"to {tmp_path / 'newdir' / 'submission.csv'}" in capsys.readouterr().out
+
+
+def test_image_suffixes_cover_every_format_the_service_reads():
+    by_format = {"JPEG": ".jpg", "MPO": ".mpo", "PNG": ".png", "WEBP": ".webp", "HEIF": ".heif",
+                 "HEIC": ".heic", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
+    assert set(by_format) == SUPPORTED_FORMATS  # a new format needs its suffix here too
+    assert {*by_format.values(), ".jpe", ".jfif", ".jpeg", ".tiff"} <= set(IMAGE_SUFFIXES)
+
+
+def test_predict_scores_gif_and_jfif_and_says_what_it_left_out(demo_checkpoint, kaggle_data,
+                                                               tmp_path, capsys):
+    """Audit: 15 photos in, 11 predictions out, no word; a named pipe ``pipe.jpg`` hung it."""
+    images = tmp_path / "photos"
+    images.mkdir()
+    src = kaggle_data / "train" / "1.jpg"
+    Image.open(src).save(images / "anim.gif")
+    shutil.copy(src, images / "cam.jfif")
+    shutil.copy(src, images / "noext")
+    (images / "readme.txt").write_text("not a photo")
+    os.mkfifo(images / "pipe.jpg")
+    (images / "zero.jpg").write_bytes(b"")
+    assert _predict(demo_checkpoint, images, str(tmp_path / "s.csv")) == 2
+    assert "zero.jpg (the file is empty)" in capsys.readouterr().err  # not "not an image"
+    assert _predict(demo_checkpoint, images, str(tmp_path / "s.csv"), "--skip-bad") == 0
+    names = [r["name"] for r in csv.DictReader((tmp_path / "s.csv").open())]
+    assert names == ["anim", "cam"]
+    out = capsys.readouterr().out
+    assert "files whose names are not image names" in out
+    assert "left out (2): noext, readme.txt" in out
+    assert "not regular files (named pipes, devices, broken links), left out (1): pipe.jpg" in out
+
+
+def test_predict_follows_folder_links_once_and_reports_folders_it_cannot_list(
+        kaggle_data, tmp_path, monkeypatch):
+    images = tmp_path / "photos"
+    (images / "loop").mkdir(parents=True)
+    shutil.copy(kaggle_data / "train" / "1.jpg", images / "top.jpg")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for n in (2, 3):
+        shutil.copy(kaggle_data / "train" / f"{n}.jpg", elsewhere / f"{n}.jpg")
+    (images / "linked").symlink_to(elsewhere)  # audit: 6 photos there were silently not read
+    (images / "loop" / "up").symlink_to(images)  # a loop: must end, and score nothing twice
+    (images / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path) == images / "locked":  # chmod 000 does not stop root, who runs CI
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    listing = list_images(images)
+    assert [p.relative_to(images).as_posix() for p in listing.paths] == [
+        "linked/2.jpg", "linked/3.jpg", "top.jpg"]
+    assert listing.left_out == [
+        "folders that cannot be listed, left out (1): locked/ (Permission denied)",
+        "links to folders already read, not followed again (1): loop/up/"]
+
+
+def test_names_differing_only_in_extension_name_the_files(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(Exception, match=r"extension \(1\): a \(a\.jpg, a\.png\)$"):
+        list_images(tmp_path)
+
+
+def test_kaggle_layout_finds_gif_jfif_and_a_row_naming_an_extensionless_file(kaggle_data):
+    """Audit: rows for train/anim.gif and cam.jfif were 'missing files' (evaluate and eda)."""
+    train = kaggle_data / "train"
+    Image.open(train / "1.jpg").save(train / "anim.gif")
+    shutil.copy(train / "2.jpg", train / "cam.jfif")
+    shutil.copy(train / "3.jpg", train / "cam2")
+    with (kaggle_data / "train_labels.csv").open("a") as f:
+        f.write("anim.gif,1\ncam,0\ncam2,1\n")
+    data = load_labelled_data(kaggle_data)
+    names = {s.name: s.path.name for s in data.samples}
+    assert (names["anim"], names["cam"], names["cam2"]) == ("anim.gif", "cam.jfif", "cam2")
+    assert len(data.samples) == 19
+
+
+def test_a_zero_byte_photo_is_reported_as_empty_in_labelled_data(kaggle_data):
+    (kaggle_data / "train" / "4.jpg").write_bytes(b"")
+    data = load_labelled_data(kaggle_data, skip_bad=True)
+    assert data.skipped == ["4: the file is empty"]  # not "not an image in a supported format"
+
+
+def test_evaluate_says_which_photos_it_left_out(demo_checkpoint, kaggle_data, tmp_path, capsys):
+    """Audit: 30 photos, 25 rows: "scored 25 images" and nothing else."""
+    shutil.copy(kaggle_data / "train" / "1.jpg", kaggle_data / "train" / "extra.jpg")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(demo_checkpoint), "--data", str(kaggle_data),
+                 "--output", str(out), "--workers", "1"]) == 0
+    note = (f"photos in {kaggle_data / 'train'} with no row in train_labels.csv, left out (1): "
+            "extra.jpg")
+    assert f"  left out         {note}" in capsys.readouterr().out
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["left_out"] == [note] and report["count"] == 16
+    # Audit: "not the data the checkpoint was trained on" claimed more than a fingerprint shows.
+    assert "a different set from the data the checkpoint was trained on" in report["scope"]
+    assert "it may still share photos with it" in report["scope"]
+
+
+def test_eda_prints_what_skip_bad_skipped(folder_data, tmp_path, capsys):
+    (folder_data / "invasive" / "2.jpg").write_bytes(b"garbage")
+    assert main(["eda", "--data", str(folder_data), "--output", str(tmp_path / "eda"),
+                 "--skip-bad"]) == 0
+    assert "  skipped       --skip-bad (1): 2: " in capsys.readouterr().out
+
+
+def _with_metadata(src: Path, dst: Path, **change) -> Path:
+    raw = src.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    meta = json.loads(header["__metadata__"][METADATA_KEY])
+    meta.update(change)
+    header["__metadata__"][METADATA_KEY] = json.dumps(meta)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    dst.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n:])
+    return dst
+
+
+def test_checkpoint_mismatch_names_the_tensors_that_do_not_fit(demo_checkpoint, kaggle_data,
+                                                               tmp_path, capsys):
+    """Audit: the message ended "Error(s) in loading state_dict for ResNet:", nothing after."""
+    images = kaggle_data / "train"
+    three = _with_metadata(demo_checkpoint, tmp_path / "three.safetensors",
+                           class_names=["a", "b", "invasive"])
+    assert _predict(three, images, str(tmp_path / "s.csv")) == 2
+    assert "'fc.bias' is (2,), expected (3,)" in capsys.readouterr().err
+    deeper = _with_metadata(demo_checkpoint, tmp_path / "r34.safetensors", arch="resnet34")
+    assert main(["evaluate", "--checkpoint", str(deeper), "--data", str(kaggle_data),
+                 "--output", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert "architecture 'resnet34': missing 'layer" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_output_that_cannot_be_written_is_one_line(command, demo_checkpoint, kaggle_data,
+                                                   tmp_path, monkeypatch, capsys):
+    """Audit: a 300-character name, and /proc/sub.csv, ended in tracebacks."""
+    long = tmp_path / ("x" * 300 + ".csv")
+    data = (["--images", str(kaggle_data / "train")] if command == "predict"
+            else ["--data", str(kaggle_data)])
+    base = [command, "--checkpoint", str(demo_checkpoint), *data, "--workers", "1"]
+    assert main([*base, "--output", str(long)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --output {long}: the name xxx") and "too long" in err
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_write_that_fails_after_the_checks_is_one_line(command, demo_checkpoint, kaggle_data,
+                                                         tmp_path, monkeypatch, capsys):
+    """A full disk, or /proc/sub.csv as root (which may create files anywhere): no traceback."""
+    import training.evaluate
+
+    data = (["--images", str(kaggle_data / "train")] if command == "predict"
+            else ["--data", str(kaggle_data)])
+    base = [command, "--checkpoint", str(demo_checkpoint), *data, "--workers", "1"]
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("training.predict.write_atomically", full)
+    monkeypatch.setattr(training.evaluate, "plot_confusion", full)
+    target = tmp_path / ("s.csv" if command == "predict" else "eval")
+    assert main([*base, "--output", str(target)]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert last == f"error: cannot write {target}: No space left on device"
