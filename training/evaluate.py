@@ -88,6 +88,7 @@ def _report(checkpoint: Path, data_dir: Path, out_dir: Path, classifier: Classif
     ``out_dir``."""
     meta = classifier.metadata
     paths = [s.path for s in data.samples]
+    clear_earlier_report(out_dir)
     if meta.multiclass:
         out_dir.mkdir(parents=True, exist_ok=True)
         same = data.fingerprint() == meta.data_fingerprint
@@ -138,6 +139,20 @@ def _report(checkpoint: Path, data_dir: Path, out_dir: Path, classifier: Classif
     report["metrics_file"] = str(out_dir / "metrics.json")
     (out_dir / "metrics.json").write_text(json.dumps(finite_or_null(report), indent=2))
     return report
+
+
+# Every file an evaluation may write into its --output folder.
+REPORT_FILES = ("metrics.json", "roc.png", "precision_recall.png", "confusion_matrix.png",
+                "training_curves.png", "misclassified.csv", "misclassified.png")
+
+
+def clear_earlier_report(out_dir: Path) -> None:
+    """Remove an earlier evaluation's files from ``out_dir`` (only those: other files stay).
+    A rerun into the same folder writes only what applies to it, and a plot it does not draw
+    (training curves of another checkpoint, an ROC curve of a one-class set) would otherwise
+    sit beside its figures as if it were theirs."""
+    for name in REPORT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def training_curves(checkpoint: Path, log: Path | None, out_dir: Path) -> dict[str, Path]:

@@ -234,3 +234,20 @@ def test_a_write_that_fails_after_the_checks_is_one_line(command, demo_checkpoin
     assert main([*base, "--output", str(target)]) == 2
     last = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
     assert last == f"error: cannot write {target}: No space left on device"
+
+
+def test_evaluate_into_an_earlier_report_s_folder_leaves_none_of_its_files(
+    demo_checkpoint, kaggle_data, tmp_path
+):
+    """A stale training_curves.png from another checkpoint sat beside the new figures."""
+    checkpoint = tmp_path / "no-log.safetensors"  # no training log beside it: no curves drawn
+    shutil.copy(demo_checkpoint, checkpoint)
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "training_curves.png").write_bytes(b"another checkpoint's curves")
+    (out / "notes.txt").write_text("the user's own file")
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(kaggle_data),
+                 "--output", str(out), "--workers", "1"]) == 0
+    assert not (out / "training_curves.png").exists()
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    assert (out / "metrics.json").is_file()
