@@ -143,9 +143,13 @@ def missing_columns(path: Path, header: list[str], needed: list[str]) -> str | N
 
 
 def load_labelled_data(
-    root: str | Path, *, skip_bad: bool = False, positive_class: str | None = None
+    root: str | Path, *, skip_bad: bool = False, positive_class: str | None = None,
+    min_classes: int = 2,
 ) -> LabelledData:
-    """Index the dataset at ``root`` (either layout), validating every row."""
+    """Index the dataset at ``root`` (either layout), validating every row.
+
+    ``min_classes``: 2 to train; 1 to evaluate or look at a set that holds one class only (a
+    folder of confirmed sightings: recall and accuracy are defined, ROC AUC is not)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data directory not found: {root}")
@@ -154,7 +158,7 @@ def load_labelled_data(
         data, problems = _load_kaggle(root)
         where = root / LABELS_FILE
     else:
-        data, problems = _load_class_folders(root, positive_class)
+        data, problems = _load_class_folders(root, positive_class, min_classes)
         where = root
     # A file that is no image at all would otherwise surface only in the decode, after this
     # report had sent the user off to fix the rest, or after "--skip-bad: N skipped" had been
@@ -177,7 +181,7 @@ def load_labelled_data(
             raise DataError(f"--positive-class {positive_class!r} is not one of {data.class_names}")
         data.positive_class = positive_class
     present = {s.label for s in data.samples}
-    if len(present) < 2:
+    if len(present) < min_classes:
         raise DataError(
             f"{root}: training needs at least two classes with images, found only "
             f"{[data.class_names[i] for i in sorted(present)]}"
@@ -268,15 +272,16 @@ def _load_kaggle(root: Path) -> tuple[LabelledData, dict[str, list[str]]]:
     return data, found
 
 
-def _load_class_folders(root: Path, positive_class: str | None
+def _load_class_folders(root: Path, positive_class: str | None, min_classes: int = 2
                         ) -> tuple[LabelledData, dict[str, list[str]]]:
     """The photos (of photos sharing a name, the first), and the problems by kind."""
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     class_names = [d.name for d in class_dirs]
-    if len(class_names) < 2:
+    if len(class_names) < min_classes or not class_names:
         raise DataError(
             f"{root} is neither Kaggle layout ({LABELS_FILE} + train/) nor class folders "
-            f"(one sub-folder per class, at least two); found folders: {class_names}"
+            f"(one sub-folder per class, at least {'two' if min_classes > 1 else 'one'}); "
+            f"found folders: {class_names}"
         )
     photos = {d: [p for p in sorted(d.iterdir()) if _is_photo(p)] for d in class_dirs}
     problems: dict[str, list[str]] = {}

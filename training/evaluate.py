@@ -59,7 +59,9 @@ def evaluate(
     classifier = load_classifier(checkpoint, device=device, precision=precision, engine=engine)
     meta = classifier.metadata
     check_positive_class(positive_class, meta.positive_class, meta.class_names, meta.threshold)
-    data = load_labelled_data(data_dir, skip_bad=skip_bad, positive_class=meta.positive_class)
+    # one class is enough to measure (a folder of confirmed sightings: recall, accuracy)
+    data = load_labelled_data(data_dir, skip_bad=skip_bad, positive_class=meta.positive_class,
+                              min_classes=1)
     if data.skipped:
         print(list_offenders("--skip-bad: skipped", data.skipped))
     unknown = sorted(set(data.class_names) - set(meta.class_names))

@@ -188,7 +188,9 @@ def metrics_text(m: dict[str, Any]) -> str:
     if "macro_f1" in m:  # multi-class (training.metrics.multiclass_metrics)
         return (f"top-1 accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, log loss "
                 f"{m['log_loss']:.4f}, macro one-vs-rest ROC AUC {m['roc_auc']:.4f}")
-    return (f"ROC AUC {m['roc_auc']:.4f}, accuracy {m['accuracy']:.4f}, precision "
+    auc = (f"ROC AUC {m['roc_auc']:.4f}" if math.isfinite(m["roc_auc"])
+           else "ROC AUC undefined (one class only)")
+    return (f"{auc}, accuracy {m['accuracy']:.4f}, precision "
             f"{m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f}, log loss "
             f"{m['log_loss']:.4f}")
 

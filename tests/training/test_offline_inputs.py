@@ -251,3 +251,34 @@ def test_evaluate_into_an_earlier_report_s_folder_leaves_none_of_its_files(
     assert not (out / "training_curves.png").exists()
     assert (out / "notes.txt").read_text() == "the user's own file"
     assert (out / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("layout", ["kaggle", "folders"])
+def test_evaluate_measures_a_set_of_one_class_and_says_roc_auc_is_undefined(
+    demo_checkpoint, kaggle_data, folder_data, tmp_path, capsys, layout
+):
+    """A folder of confirmed sightings: recall and accuracy are defined, ROC AUC is not (it
+    was refused with "training needs at least two classes")."""
+    if layout == "kaggle":
+        data = kaggle_data
+        rows = list(csv.DictReader((data / "train_labels.csv").open()))
+        with (data / "train_labels.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["name", "invasive"], lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(r for r in rows if r["invasive"] == "1")
+        for r in rows:
+            if r["invasive"] == "0":
+                for photo in (data / "train").glob(f"{r['name']}.*"):
+                    photo.unlink()
+    else:
+        data = folder_data
+        shutil.rmtree(data / "not_invasive")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(demo_checkpoint), "--data", str(data),
+                 "--output", str(out), "--workers", "1"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["roc_auc"] is None and report["count"] == 8
+    assert report["confusion"]["tp"] + report["confusion"]["fn"] == 8
+    assert report["confusion"]["tn"] + report["confusion"]["fp"] == 0
+    assert "ROC AUC undefined (one class only)" in capsys.readouterr().out
+    assert not (out / "roc.png").exists()
