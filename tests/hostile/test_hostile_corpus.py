@@ -38,7 +38,13 @@ CORPUS_SETTINGS = {
     "drain_seconds": "0",
     "max_batch_size": "4",
 }
-STALL_BOUND_S = 2.0  # not a speed claim: an ordinary photo waiting this long is stuck behind work
+# Not a speed claim. By design an ordinary photo may wait for memory that expensive decodes hold,
+# up to the admission wait (INVASIVE_ADMISSION_WAIT_S, 2 s by default), and is then answered 503:
+# a photo granted room near the end of that wait answered 200 after 2.04 s on a slow day (CI,
+# 2026-11-28). Beyond the wait plus a second to score it, it is stuck behind the work itself
+# (before the decode lanes, behind a heavy decode's queue: tens of seconds).
+ADMISSION_WAIT_S = 2.0
+STALL_BOUND_S = ADMISSION_WAIT_S + 1.0
 STARVATION_LOAD_S = 10.0
 MEMORY_BUDGET_MB = 400
 # The process tree's growth over idle must stay within the budget itself: heavy-lane decode
@@ -195,7 +201,10 @@ def test_costly_images_do_not_stall_ordinary_photos(demo_checkpoint: Path) -> No
         ["png_16bit_3500x3500", "jpeg_progressive_8000x6000", "png_rgb_6500x6500"],
         ["png_1x12000000", "png_16bit_3500x3500"],
     ]
-    with running_service(demo_checkpoint, drain_seconds="0", max_batch_size="4") as service:
+    with running_service(
+        demo_checkpoint, drain_seconds="0", max_batch_size="4",
+        admission_wait_s=str(ADMISSION_WAIT_S),
+    ) as service:
         ready = time.monotonic()
 
         def one_of(rotation: list[str]) -> Callable[[int], tuple]:
