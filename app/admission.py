@@ -27,6 +27,14 @@ gives way, so one of them always finishes ("wait-die", as databases break lock c
 waiting request will get back anyway (an image decoding in a decode process) does not count as
 stuck.
 
+Heavy decodes (the slow lane's images: huge or costly formats) fill the budget at most; a
+``reserve`` on top of it (``INVASIVE_MEMORY_RESERVE_PERCENT`` of it) is room only the rest may
+use: uploads, ordinary photos' decodes. Without it one or two heavy decodes could hold the whole
+budget, and ordinary photos beside them waited up to the admission wait (2.04 s seen in CI).
+Ordinary bytes fill the reserve first, so they take nothing from heavy decodes until it is full:
+the largest image the service decodes stays what the budget allows, whatever else is in flight,
+and requests in flight hold at most the budget plus the reserve.
+
 All of it runs on the event loop: no locks, the waiters are futures in a FIFO.
 """
 
@@ -51,6 +59,7 @@ class _GaveWay(Exception):
 class _Waiter:
     n: int
     returning: bool
+    heavy: bool
     charge: Charge
     future: asyncio.Future = field(repr=False)
 
@@ -59,12 +68,23 @@ class MemoryBudget:
     """Bytes that the requests in flight may hold together."""
 
     def __init__(
-        self, capacity_bytes: int, wait_s: float, on_give_way: Callable[[], object] | None = None
+        self,
+        capacity_bytes: int,
+        wait_s: float,
+        on_give_way: Callable[[], object] | None = None,
+        *,
+        reserve_bytes: int = 0,
+        on_waited: Callable[[float], object] | None = None,
     ) -> None:
-        self.capacity = capacity_bytes
+        if reserve_bytes < 0:
+            raise ValueError(f"reserve {reserve_bytes} must be 0 or more")
+        self.capacity = capacity_bytes  # what heavy decodes may fill
+        self.reserve = reserve_bytes  # on top, for everything else (module docstring)
         self.wait_s = wait_s
         self.on_give_way = on_give_way  # e.g. a metric's inc
+        self.on_waited = on_waited  # a request's wait for room in all, when it ends
         self.in_use = 0
+        self.heavy_in_use = 0  # of in_use: heavy decodes'
         self.peak = 0
         self.gave_way = 0  # requests refused to break a wait for each other
         self._arrivals = itertools.count()
@@ -74,18 +94,28 @@ class MemoryBudget:
         """A new, empty charge for one request (``async with budget.charge() as charge``)."""
         return Charge(self, next(self._arrivals))
 
-    async def _acquire(self, charge: Charge, n: int, wait_s: float, returning: bool) -> float:
+    def _fits(self, n: int, heavy: bool, in_use: int, heavy_in_use: int) -> bool:
+        """Whether ``n`` more bytes fit beside ``in_use``, of which ``heavy_in_use`` heavy.
+        Ordinary bytes count against heavy decodes only beyond the reserve."""
+        if heavy:
+            ordinary_beyond_reserve = max(0, in_use - heavy_in_use - self.reserve)
+            return heavy_in_use + n + ordinary_beyond_reserve <= self.capacity
+        return in_use + n <= self.capacity + self.reserve
+
+    async def _acquire(
+        self, charge: Charge, n: int, wait_s: float, returning: bool, heavy: bool
+    ) -> float:
         """Take ``n`` bytes for ``charge``, waiting up to ``wait_s`` for room; the seconds
         waited (TimeoutError when none came, _GaveWay when the request must give way)."""
-        if self.in_use + n <= self.capacity:  # the usual case: no clock, no future
-            self._take(charge, n, returning)
+        if self._fits(n, heavy, self.in_use, self.heavy_in_use):  # the usual case: no wait
+            self._take(charge, n, returning, heavy)
             self._give_way_if_stuck()
             return 0.0
         if wait_s <= 0:
             raise TimeoutError
         loop = asyncio.get_running_loop()
         started = loop.time()
-        waiter = _Waiter(n, returning, charge, loop.create_future())
+        waiter = _Waiter(n, returning, heavy, charge, loop.create_future())
         self._waiters.append(waiter)
         self._give_way_if_stuck()
         try:
@@ -93,7 +123,7 @@ class MemoryBudget:
         except BaseException:  # timed out, cancelled or gave way: give back what was granted
             future = waiter.future
             if future.done() and not future.cancelled() and future.exception() is None:
-                self._return(charge, n, returning)
+                self._return(charge, n, returning, heavy)
             else:
                 future.cancel()
                 self._remove(waiter)
@@ -101,15 +131,22 @@ class MemoryBudget:
         # granted by _wake: the bytes are already counted as ours
         return loop.time() - started
 
-    def _take(self, charge: Charge, n: int, returning: bool) -> None:
+    def _take(self, charge: Charge, n: int, returning: bool, heavy: bool) -> None:
         self.in_use += n
+        if heavy:
+            self.heavy_in_use += n
+            charge.heavy_held += n
         self.peak = max(self.peak, self.in_use)
         charge.held += n
         charge.peak = max(charge.peak, charge.held)
         if returning:
             charge.returning += n
 
-    def _return(self, charge: Charge, n: int, returning: bool) -> None:
+    def _return(self, charge: Charge, n: int, returning: bool, heavy: bool) -> None:
+        if heavy:
+            heavy_n = min(n, charge.heavy_held)
+            charge.heavy_held -= heavy_n
+            self.heavy_in_use -= heavy_n
         charge.held -= n
         if returning:
             charge.returning -= min(n, charge.returning)
@@ -123,8 +160,8 @@ class MemoryBudget:
         for waiter in self._waiters:
             if waiter.future.done():
                 continue
-            if self.in_use + waiter.n <= self.capacity:
-                self._take(waiter.charge, waiter.n, waiter.returning)
+            if self._fits(waiter.n, waiter.heavy, self.in_use, self.heavy_in_use):
+                self._take(waiter.charge, waiter.n, waiter.returning, waiter.heavy)
                 waiter.future.set_result(None)
                 granted = True
             else:
@@ -143,7 +180,9 @@ class MemoryBudget:
         while self._waiters:
             waiting = {w.charge for w in self._waiters}
             stuck = sum(c.held - c.returning for c in waiting)
-            if any(stuck + w.n <= self.capacity for w in self._waiters):
+            # (what comes back by itself counted as heavy first: the milder assumption)
+            stuck_heavy = sum(max(0, c.heavy_held - c.returning) for c in waiting)
+            if any(self._fits(w.n, w.heavy, stuck, stuck_heavy) for w in self._waiters):
                 return
             # never empty: with nothing stuck every waiter fits (Charge.add refuses n > room)
             latest = max((c for c in waiting if c.held > c.returning), key=lambda c: c.arrival)
@@ -168,6 +207,7 @@ class Charge:
         self.arrival = arrival  # order among requests: the later gives way (module docstring)
         self.held = 0
         self.returning = 0  # of held: what comes back on its own (process decodes under way)
+        self.heavy_held = 0  # of held: heavy decodes' (may not use the reserve)
         self.peak = 0  # the most this request held at once
         self.waited_s = 0.0  # for room, over all of this request's charges
         self.gave_way = False
@@ -179,6 +219,7 @@ class Charge:
         too_large_code: str = "payload_too_large",
         *,
         returning: bool = False,
+        heavy: bool = False,
     ) -> None:
         """Hold ``n`` more bytes, waiting for room; 413 ``too_large_code`` if this request
         alone could never fit, 503 ``at_capacity`` if no room came before the request's
@@ -186,16 +227,17 @@ class Charge:
         requests waiting for what it holds.
 
         ``returning``: these bytes come back by themselves, whatever else this request waits
-        for (give them back with ``give_back(n, returning=True)``)."""
+        for (give them back with ``give_back(n, returning=True)``). ``heavy``: a heavy
+        decode's, which may not use the reserve."""
         if n <= 0:
             return
-        if n > self.room:
-            raise self.too_large(n, what, too_large_code)
+        if n > self.room_for(heavy):
+            raise self.too_large(n, what, too_large_code, heavy=heavy)
         if self.gave_way:
             raise self._gave_way_error(n, what)
         try:
             self.waited_s += await self.budget._acquire(
-                self, n, self.budget.wait_s - self.waited_s, returning
+                self, n, self.budget.wait_s - self.waited_s, returning, heavy
             )
         except _GaveWay:
             raise self._gave_way_error(n, what) from None
@@ -216,26 +258,33 @@ class Charge:
             "one gave way so that they can finish; retry shortly",
         )
 
-    @property
-    def room(self) -> int:
-        """The most this request could add, were every other request done."""
-        return self.budget.capacity - self.held
+    def room_for(self, heavy: bool = False) -> int:
+        """The most this request could add, were every other request done (``heavy``: for a
+        heavy decode, which may not use the reserve)."""
+        budget = self.budget
+        if not heavy:
+            return budget.capacity + budget.reserve - self.held
+        ordinary_beyond_reserve = max(0, self.held - self.heavy_held - budget.reserve)
+        return budget.capacity - self.heavy_held - ordinary_beyond_reserve
 
-    def too_large(self, n: int, what: str, code: str = "payload_too_large") -> ApiError:
+    def too_large(
+        self, n: int, what: str, code: str = "payload_too_large", *, heavy: bool = False
+    ) -> ApiError:
         """413 ``code``: ``n`` more bytes would not fit beside what this request holds."""
         beside = f" beside the {_mb(self.held)} this request holds" if self.held else ""
-        return ApiError(
-            413,
-            code,
-            f"{what} needs {_mb(n)} of memory{beside}, over the service's memory budget of "
-            f"{_mb(self.budget.capacity)} (INVASIVE_MEMORY_BUDGET_MB)",
-        )
+        budget = self.budget
+        over = f"over the service's memory budget of {_mb(budget.capacity)} "
+        over += "(INVASIVE_MEMORY_BUDGET_MB"
+        if budget.reserve and not heavy:
+            over += f", with its {_mb(budget.reserve)} reserve, INVASIVE_MEMORY_RESERVE_PERCENT"
+        return ApiError(413, code, f"{what} needs {_mb(n)} of memory{beside}, {over})")
 
-    def give_back(self, n: int, *, returning: bool = False) -> None:
-        """Return ``n`` bytes early (e.g. an image's decode memory once it is decoded)."""
+    def give_back(self, n: int, *, returning: bool = False, heavy: bool = False) -> None:
+        """Return ``n`` bytes early (e.g. an image's decode memory once it is decoded), taken
+        with the same ``returning`` and ``heavy``."""
         n = min(n, self.held)
         if n > 0:
-            self.budget._return(self, n, returning)
+            self.budget._return(self, n, returning, heavy)
 
     async def __aenter__(self) -> Charge:
         return self
@@ -246,8 +295,11 @@ class Charge:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.give_back(self.heavy_held, heavy=True)
         self.give_back(self.held)
         self.returning = 0
+        if self.budget.on_waited is not None:
+            self.budget.on_waited(self.waited_s)
 
 
 def _mb(n: int) -> str:

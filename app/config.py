@@ -135,6 +135,14 @@ class Settings(BaseSettings):
         description="memory that requests in flight may hold: upload bytes as received plus each "
         "image's decoded size, read from its header before decoding",
     )
+    memory_reserve_percent: float = Field(
+        12.5,
+        ge=0,
+        le=50,
+        description="room on top of the memory budget, as a share of it, that only ordinary "
+        "work (uploads, ordinary photos' decodes) may use: heavy decodes (huge images, costly "
+        "formats) fill the budget at most, so ordinary photos do not wait for room behind them",
+    )
     admission_wait_s: float = Field(
         2.0,
         ge=0,
@@ -254,6 +262,10 @@ class Settings(BaseSettings):
     @property
     def memory_budget_bytes(self) -> int:
         return self.memory_budget_mb * 1024 * 1024
+
+    @property
+    def memory_reserve_bytes(self) -> int:
+        return int(self.memory_budget_bytes * self.memory_reserve_percent / 100)
 
     @property
     def docs_are_public(self) -> bool:

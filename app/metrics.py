@@ -83,6 +83,13 @@ class ServiceMetrics:
             "budget's room could finish: many mean the budget is small for the batches sent",
             registry=r,
         )
+        self.memory_wait = Histogram(
+            "invasive_memory_budget_wait_seconds",
+            "How long each request waited for room in the memory budget, in all (its upload's "
+            "chunks and its images' decodes); most wait none",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
         self.worker_restarts = Counter(
             "invasive_inference_worker_restarts",
             "Inference threads that died and were restarted by the supervisor",

@@ -184,20 +184,24 @@ class PredictionPipeline:
         }
         waves: list[list[int]] = [[]]
         used = 0
-        for i, (_, need) in paths.items():
+        wave_heavy = False  # a wave with a heavy decode must fit the budget without the reserve
+        for i, (batched, need) in paths.items():
             cost = outcomes[i]
-            if need > charge.room:
+            heavy = cost.heavy and not batched  # heavy decodes may not use the reserve
+            if need > charge.room_for(heavy):
                 outcomes[i] = charge.too_large(
                     need,
                     f"decoding this {cost.width}x{cost.height} {cost.format} image",
                     "image_too_large",
+                    heavy=heavy,
                 )
                 continue
-            if waves[-1] and used + need > charge.room:
+            if waves[-1] and used + need > charge.room_for(wave_heavy or heavy):
                 waves.append([])
-                used = 0
+                used, wave_heavy = 0, False
             waves[-1].append(i)
             used += need
+            wave_heavy = wave_heavy or heavy
         heavy_slots = asyncio.Semaphore(self.lanes.heavy_processes)  # this request's share
         retry = []  # JPEGs the batch failed to decode: decoded by the processes, batched again
         for wave in waves:
@@ -332,7 +336,11 @@ class PredictionPipeline:
             async with heavy_slots if cost.heavy else contextlib.nullcontext():
                 # returning: a decode process gives it back whatever else the request waits for
                 await charge.add(
-                    needs, what=what, too_large_code="image_too_large", returning=True
+                    needs,
+                    what=what,
+                    too_large_code="image_too_large",
+                    returning=True,
+                    heavy=cost.heavy,
                 )
                 # Only ordinary photos are announced to the batcher (it may wait a few ms for
                 # them); a batch must never wait for an image that decodes for a second.
@@ -345,7 +353,7 @@ class PredictionPipeline:
                         announced.withdraw()
                     raise
                 finally:
-                    charge.give_back(needs, returning=True)
+                    charge.give_back(needs, returning=True, heavy=cost.heavy)
         except ImageDecodeError as exc:
             outcome = ApiError(exc.status, exc.code, exc.message)
         except ApiError as exc:  # decode_timeout, image_too_large (budget), at_capacity (503)

@@ -78,7 +78,11 @@ class ServiceRuntime:
         self.lanes: DecodeLanes | None = None
         self.inspect_pool: ThreadPoolExecutor | None = None
         self.budget = MemoryBudget(
-            settings.memory_budget_bytes, settings.admission_wait_s, metrics.gave_way.inc
+            settings.memory_budget_bytes,
+            settings.admission_wait_s,
+            metrics.gave_way.inc,
+            reserve_bytes=settings.memory_reserve_bytes,
+            on_waited=metrics.memory_wait.observe,
         )
         self.uploads = UploadsInFlight()  # ended with 503 when the port closes (app.server)
         self.ready = False  # what /health/ready says

@@ -16,7 +16,9 @@ _PREDICTION_EXAMPLE = {
     "threshold": 0.5,
     "model_id": "resnet18-3f2a9c1b7d4e",
 }
-_TIMING_EXAMPLE = {"decode_ms": 3.1, "queue_ms": 0.2, "inference_ms": 11.8, "batch_size": 1}
+_TIMING_EXAMPLE = {
+    "decode_ms": 3.1, "queue_ms": 0.2, "inference_ms": 11.8, "batch_size": 1, "memory_wait_ms": 0.0,
+}
 
 
 class Timing(BaseModel):
@@ -26,6 +28,11 @@ class Timing(BaseModel):
     queue_ms: float = Field(description="waiting for the inference thread and batch-mates")
     inference_ms: float = Field(description="the forward pass of the batch this image was in")
     batch_size: int = Field(description="images in that forward pass")
+    memory_wait_ms: float = Field(
+        0.0,
+        description="of the request's time, waiting for room in the memory budget (its upload "
+        "and its images' decodes together; the same for every image of a batch)",
+    )
 
 
 class PredictionResponse(BaseModel):

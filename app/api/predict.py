@@ -38,7 +38,9 @@ def _multipart_request_body(field: str, many: bool) -> dict:
     }
 
 
-def _prediction_body(result: ImageResult, pipeline: PredictionPipeline) -> PredictionResponse:
+def _prediction_body(
+    result: ImageResult, pipeline: PredictionPipeline, memory_wait_s: float
+) -> PredictionResponse:
     p = result.prediction
     return PredictionResponse(
         label=p.label,
@@ -52,6 +54,7 @@ def _prediction_body(result: ImageResult, pipeline: PredictionPipeline) -> Predi
             queue_ms=round(result.queue_ms, 3),
             inference_ms=round(result.inference_ms, 3),
             batch_size=result.batch_size,
+            memory_wait_ms=round(memory_wait_s * 1000.0, 3),
         ),
     )
 
@@ -84,7 +87,7 @@ async def predict(
         )
     if isinstance(outcome, ApiError):
         raise outcome
-    return _prediction_body(outcome, pipeline)
+    return _prediction_body(outcome, pipeline, charge.waited_s)
 
 
 @router.post(
@@ -129,7 +132,7 @@ async def predict_batch(
                     index=index,
                     filename=upload.filename,
                     status=200,
-                    prediction=_prediction_body(outcome, pipeline),
+                    prediction=_prediction_body(outcome, pipeline, charge.waited_s),
                 )
             )
     return BatchResponse(

@@ -254,3 +254,116 @@ def test_a_running_holder_is_waited_for_not_given_way_to():
     error, waited, gave_way = run(main())
     assert error.code == "at_capacity" and "gave way" not in error.message
     assert waited >= 0.19 and gave_way == 0
+
+
+# -- the reserve: room on top of the budget that heavy decodes may not use -----------------
+
+
+def test_heavy_decodes_fill_the_budget_at_most_and_the_reserve_is_for_the_rest():
+    budget = MemoryBudget(1000, wait_s=1.0, reserve_bytes=200)
+
+    async def main():
+        first, second = budget.charge(), budget.charge()
+        await first.add(900, heavy=True)  # the largest heavy decode is still the budget's
+        blocked = asyncio.create_task(second.add(150, heavy=True))  # 1050 > 1000
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        ordinary = budget.charge()
+        await asyncio.wait_for(ordinary.add(250), 0.1)  # into the reserve, at once
+        assert not blocked.done() and budget.in_use == 1150
+        ordinary.give_back(250)
+        await asyncio.sleep(0.05)
+        assert not blocked.done(), "a heavy waiter was granted room in the reserve"
+        first.give_back(900, heavy=True)
+        await asyncio.wait_for(blocked, 1)
+        return budget.in_use
+
+    assert run(main()) == 150
+
+
+def test_ordinary_bytes_take_room_from_heavy_decodes_only_beyond_the_reserve():
+    budget = MemoryBudget(1000, wait_s=0.2, reserve_bytes=200)
+
+    async def main():
+        async with budget.charge() as upload, budget.charge() as big:
+            await upload.add(150)  # within the reserve
+            await big.add(1000, heavy=True)  # the whole budget, beside it
+            big.give_back(1000, heavy=True)
+            await upload.add(150)  # now 100 beyond the reserve
+            with pytest.raises(ApiError) as err:
+                await big.add(1000, heavy=True)
+            assert (budget.in_use, budget.heavy_in_use) == (300, 0)
+        return err.value, budget.in_use, budget.heavy_in_use
+
+    err, in_use, heavy_in_use = run(main())
+    assert (err.status, err.code, in_use, heavy_in_use) == (503, "at_capacity", 0, 0)
+
+
+def test_over_the_budget_is_413_for_a_heavy_decode_and_over_budget_and_reserve_for_the_rest():
+    budget = MemoryBudget(1000 * 1024 * 1024, wait_s=1.0, reserve_bytes=125 * 1024 * 1024)
+
+    async def main():
+        with pytest.raises(ApiError) as heavy:
+            async with budget.charge() as charge:
+                await charge.add(1001 * 1024 * 1024, "decoding this image", "image_too_large",
+                                 heavy=True)
+        async with budget.charge() as charge:
+            await charge.add(1100 * 1024 * 1024)  # ordinary bytes may use the reserve too
+            with pytest.raises(ApiError) as ordinary:
+                await charge.add(26 * 1024 * 1024)
+        return heavy.value, ordinary.value, budget.in_use
+
+    heavy, ordinary, in_use = run(main())
+    assert (heavy.status, heavy.code, ordinary.status, in_use) == (413, "image_too_large", 413, 0)
+    assert "1000.0 MiB (INVASIVE_MEMORY_BUDGET_MB)" in heavy.message
+    assert "INVASIVE_MEMORY_RESERVE_PERCENT" in ordinary.message
+
+
+def test_a_heavy_waiter_that_only_the_reserve_could_hold_gives_way():
+    # Both requests hold ordinary bytes (uploads) and wait for each other: the earlier for a
+    # heavy decode, which fits once the later's bytes are gone, the later for ordinary room.
+    budget = MemoryBudget(800, wait_s=2.0, reserve_bytes=200)
+
+    async def main():
+        early, late = budget.charge(), budget.charge()
+        await early.add(400)
+        await late.add(400)  # 800 ordinary bytes: 600 beyond the reserve
+        heavy = asyncio.create_task(early.add(300, heavy=True))  # 300 + 600 > 800: waits
+        await asyncio.sleep(0.02)
+
+        async def late_request():
+            async with late:  # gives back its 400 when it ends
+                await late.add(500)  # 1300 > 1000: each waits for the other
+
+        light = asyncio.create_task(late_request())
+        results = await asyncio.wait_for(
+            asyncio.gather(heavy, light, return_exceptions=True), 1
+        )
+        return results, budget.gave_way, late.gave_way
+
+    (heavy, light), gave_way, late_gave_way = run(main())
+    assert heavy is None and isinstance(light, ApiError) and light.status == 503
+    assert (gave_way, late_gave_way) == (1, True)
+
+
+def test_each_request_s_wait_for_room_is_reported_when_it_ends():
+    waits: list[float] = []
+    budget = MemoryBudget(1000, wait_s=2.0, on_waited=waits.append)
+
+    async def main():
+        hog = budget.charge()
+        await hog.add(900)
+        async with budget.charge() as quick:
+            await quick.add(50)
+
+        async def waiting():
+            async with budget.charge() as slow:
+                await slow.add(500)
+
+        task = asyncio.create_task(waiting())
+        await asyncio.sleep(0.2)
+        hog.give_back(900)
+        await asyncio.wait_for(task, 1)
+
+    run(main())
+    assert waits[0] == 0.0 and 0.15 < waits[1] < 1.0

@@ -177,6 +177,8 @@ def test_metrics_move_with_requests(client):
     assert metric(text, "invasive_model_load_seconds") > 0
     assert metric(text, "invasive_ready") == 1
     assert "invasive_queue_depth 0.0" in text
+    waits = "invasive_memory_budget_wait_seconds_count"  # every request with a body, waited or not
+    assert metric(text, waits) == metric(before, waits) + 2
 
 
 def test_made_up_methods_share_one_metric_label(client):

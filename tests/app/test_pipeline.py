@@ -39,6 +39,7 @@ def run_pipeline(
     decode_timeout_s: float = 10.0,
     request_timeout_s: float = 30.0,
     admission_wait_s: float = 0.2,
+    reserve_mb: int = 0,
     process=None,
 ):
     async def main():
@@ -64,7 +65,9 @@ def run_pipeline(
             )
             if process is not None:
                 pipeline.batcher._process = process
-            budget = MemoryBudget(budget_mb * MB, wait_s=admission_wait_s)
+            budget = MemoryBudget(
+                budget_mb * MB, wait_s=admission_wait_s, reserve_bytes=reserve_mb * MB
+            )
             await pipeline.batcher.start()
             try:
                 return await scenario(pipeline, budget)
@@ -119,6 +122,26 @@ def test_a_batch_that_fits_the_budget_only_in_parts_is_scored_in_waves(reference
     expected = expected_probabilities(reference_classifier, phone)
     for result in results[:5]:
         assert list(result.prediction.probabilities.values()) == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_batch_with_a_heavy_image_is_waved_to_leave_the_reserve(reference_classifier):
+    """Two phone JPEGs (decoded in the batch, ~4 MiB each) and a BMP (heavy lane: its decode
+    and a decode process, ~47 MiB) fit a 50 MiB budget with its 14 MiB reserve together, but
+    heavy decodes may not use the reserve. In one wave the BMP did not fit beside its own
+    siblings' memory (413, though it fits alone); in two waves all three are scored."""
+    from tests.app.images import encode, field_photo
+
+    phone = encode(field_photo((4032, 3024), seed=3), "JPEG", quality=85)
+    bmp = encode(field_photo((1000, 1000), seed=1), "BMP")
+
+    async def scenario(pipeline, budget):
+        pipeline.decode_in_batch = True  # the default service's INVASIVE_JPEG_DECODE=batch
+        results = await predict(pipeline, budget, [phone, phone, bmp])
+        assert budget.in_use == 0 and budget.gave_way == 0
+        return results
+
+    results = run_pipeline(reference_classifier, scenario, budget_mb=50, reserve_mb=14)
+    assert [type(r) for r in results] == [ImageResult] * 3, results
 
 
 def test_a_batch_of_more_heavy_images_than_the_heavy_lane_holds_is_scored(reference_classifier):

@@ -149,6 +149,7 @@ def test_memory_limit_covers_the_budget_plus_the_process(overlay: str) -> None:
     extra_decoders = max(0, settings.decode_processes - 2)
     needed_mib = (
         settings.memory_budget_mb
+        + settings.memory_reserve_bytes / MIB  # on top of the budget, for ordinary photos
         + MEASURED_NON_BUDGET_MIB
         + DECODE_PROCESS_MIB * extra_decoders
         + (CUDA_HOST_MIB if "nvidia.com/gpu" in limits else 0)
