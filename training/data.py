@@ -312,6 +312,11 @@ def _load_class_folders(root: Path, positive_class: str | None, min_classes: int
         notes.append(list_offenders("photos in sub-folders of class folders, not read (fit "
                                     "reads CLASS/*.jpg)",
                                     [f"{k}/ ({n})" for k, n in nested.items()]))
+    others = [f"{d.name}/{p.name}" for d in class_dirs for p in sorted(d.iterdir())
+              if p.is_file() and not p.name.startswith(".") and not _is_photo(p)]
+    if others:  # a camera's extensionless export, a .txt: said, since fit learns without them
+        notes.append(list_offenders("files in class folders without a photo's name (.jpg, "
+                                    ".png, ...; see the README), not read", others))
     loose = [p.name for p in sorted(root.iterdir()) if _is_photo(p)]
     if loose:
         notes.append(list_offenders(f"photos in {root} itself, in no class folder, not read",

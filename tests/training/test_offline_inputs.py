@@ -282,3 +282,16 @@ def test_evaluate_measures_a_set_of_one_class_and_says_roc_auc_is_undefined(
     assert report["confusion"]["tn"] + report["confusion"]["fp"] == 0
     assert "ROC AUC undefined (one class only)" in capsys.readouterr().out
     assert not (out / "roc.png").exists()
+
+
+def test_class_folders_name_the_files_they_do_not_read(folder_data):
+    """Audit: a camera's extensionless export (IMG_0001) in a class folder was passed over in
+    silence, unlike predict's folders, which list what they leave out."""
+    photo = next((folder_data / "invasive").iterdir()).read_bytes()
+    (folder_data / "invasive" / "IMG_0001").write_bytes(photo)
+    (folder_data / "invasive" / "notes.txt").write_text("plot 17, north edge")
+    (folder_data / "invasive" / ".DS_Store").write_bytes(b"\x00")  # hidden: not worth a word
+    data = load_labelled_data(folder_data)
+    assert data.notes == ["files in class folders without a photo's name (.jpg, .png, ...; see "
+                          "the README), not read (2): invasive/IMG_0001, invasive/notes.txt"]
+    assert all(s.path.suffix for s in data.samples)
