@@ -226,6 +226,15 @@ def check_checkpoint(path: str | os.PathLike) -> CheckpointMetadata:
         first = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
                  if unexpected else f"{shapes[0]!r} is {stored[shapes[0]]}, expected "
                  f"{expected[shapes[0]]}")
+        outputs = {stored[k][0] for k in shapes}
+        if not missing and not unexpected and len(outputs) == 1 and all(
+                stored[k][1:] == expected[k][1:] and expected[k][0] == len(metadata.class_names)
+                for k in shapes):
+            # Only the classifier's outputs differ: the network is right, the class list not.
+            raise CheckpointError(
+                f"{path}: the weights' classifier has {outputs.pop()} outputs but the metadata "
+                f"names {len(metadata.class_names)} classes {metadata.class_names}: {first}; "
+                "the metadata does not belong to these weights")
         raise CheckpointError(f"{path}: weights do not match architecture {metadata.arch!r}: "
                               f"{first} ({len(missing)} missing, {len(unexpected)} unexpected, "
                               f"{len(shapes)} of another shape)")

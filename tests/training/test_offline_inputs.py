@@ -194,7 +194,11 @@ def test_checkpoint_mismatch_names_the_tensors_that_do_not_fit(demo_checkpoint, 
     three = _with_metadata(demo_checkpoint, tmp_path / "three.safetensors",
                            class_names=["a", "b", "invasive"])
     assert _predict(three, images, str(tmp_path / "s.csv")) == 2
-    assert "'fc.bias' is (2,), expected (3,)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'fc.bias' is (2,), expected (3,)" in err
+    # only the head differs: said as such, not as a wrong architecture (audit)
+    assert "classifier has 2 outputs but the metadata names 3 classes ['a', 'b', 'invasive']" in err
+    assert "architecture" not in err
     deeper = _with_metadata(demo_checkpoint, tmp_path / "r34.safetensors", arch="resnet34")
     assert main(["evaluate", "--checkpoint", str(deeper), "--data", str(kaggle_data),
                  "--output", str(tmp_path / "eval")]) == 2
