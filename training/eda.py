@@ -30,7 +30,9 @@ def explore(data_dir: Path, out_dir: Path, *, skip_bad: bool = False,
             group_file: Path | None = None, samples_per_class: int = SAMPLES_PER_CLASS,
             seed: int = 0) -> dict[str, Any]:
     """Writes ``class_balance.png``, ``samples.png`` and ``eda.json``; returns the summary."""
-    data = load_labelled_data(data_dir, skip_bad=skip_bad, positive_class=positive_class)
+    # One class is worth a look too (a folder of confirmed sightings, before evaluate).
+    data = load_labelled_data(data_dir, skip_bad=skip_bad, positive_class=positive_class,
+                              min_classes=1)
     groups = load_groups(data, group_column, group_file) if group_column else None
     counts = Counter(data.class_names[s.label] for s in data.samples)
     counts_in_order = {name: counts.get(name, 0) for name in data.class_names}
@@ -115,6 +117,9 @@ def eda_lines(summary: dict[str, Any]) -> list[str]:
         ("sizes", sizes),
         ("formats", ", ".join(f"{k} {v}" for k, v in summary["formats"].items())),
     ]
+    if len(summary["classes"]) == 1:
+        rows.append(("note", "one class only: evaluate measures a checkpoint's recall on it; "
+                             "fit needs at least two classes"))
     if summary["unreadable_headers"]:
         rows.append(("unreadable", f"{len(summary['unreadable_headers'])}: "
                                    f"{', '.join(summary['unreadable_headers'][:5])}"))

@@ -299,3 +299,13 @@ def test_class_folders_name_the_files_they_do_not_read(folder_data):
     assert data.notes == ["files in class folders without a photo's name (.jpg, .png, ...; see "
                           "the README), not read (2): invasive/IMG_0001, invasive/notes.txt"]
     assert all(s.path.suffix for s in data.samples)
+
+
+def test_eda_looks_at_a_folder_of_one_class(folder_data, tmp_path, capsys):
+    """Audit: eda refused a folder of confirmed sightings that evaluate measures."""
+    shutil.rmtree(folder_data / "not_invasive")
+    assert main(["eda", "--data", str(folder_data), "--output", str(tmp_path / "eda")]) == 0
+    out = capsys.readouterr().out
+    assert "positive class invasive (100.0 %)" in out
+    assert "one class only: evaluate measures a checkpoint's recall on it" in out
+    assert json.loads((tmp_path / "eda" / "eda.json").read_text())["classes"] == {"invasive": 8}
