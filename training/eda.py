@@ -17,6 +17,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from model.imaging import DEFAULT_MAX_PIXELS
 from training.data import LABELS_FILE, LabelledData, load_groups, load_labelled_data
 from training.errors import list_offenders
 from training.plots import plot_class_balance
@@ -36,13 +37,15 @@ def explore(data_dir: Path, out_dir: Path, *, skip_bad: bool = False,
     groups = load_groups(data, group_column, group_file) if group_column else None
     counts = Counter(data.class_names[s.label] for s in data.samples)
     counts_in_order = {name: counts.get(name, 0) for name in data.class_names}
-    widths, heights, formats, unreadable = [], [], Counter(), []
+    widths, heights, formats, unreadable, too_large = [], [], Counter(), [], []
     for s in data.samples:
         try:
             with Image.open(s.path) as img:  # reads the header only, not the pixels
                 widths.append(img.width)
                 heights.append(img.height)
                 formats[img.format or "?"] += 1
+                if img.width * img.height > DEFAULT_MAX_PIXELS:  # fit would stop at its decode
+                    too_large.append(f"{s.name} ({img.width}x{img.height})")
         except (UnidentifiedImageError, OSError):
             unreadable.append(s.name)
     sizes = Counter(zip(widths, heights, strict=True))
@@ -53,7 +56,8 @@ def explore(data_dir: Path, out_dir: Path, *, skip_bad: bool = False,
         else counts_in_order[data.positive_class] / max(1, len(data.samples)),
         "width": _spread(widths), "height": _spread(heights),
         "most_common_sizes": [f"{w}x{h}: {n}" for (w, h), n in sizes.most_common(5)],
-        "formats": dict(formats), "unreadable_headers": unreadable, "skipped": data.skipped,
+        "formats": dict(formats), "unreadable_headers": unreadable,
+        "over_pixel_limit": too_large, "pixel_limit": DEFAULT_MAX_PIXELS, "skipped": data.skipped,
         "left_out": data.notes,
     }
     if groups is not None:
@@ -123,6 +127,10 @@ def eda_lines(summary: dict[str, Any]) -> list[str]:
     if summary["unreadable_headers"]:
         rows.append(("unreadable", f"{len(summary['unreadable_headers'])}: "
                                    f"{', '.join(summary['unreadable_headers'][:5])}"))
+    if summary["over_pixel_limit"]:
+        rows.append(("too large", list_offenders(
+            f"over {summary['pixel_limit']:,} pixels, refused by fit, predict and the service "
+            "(decompression-bomb limit)", summary["over_pixel_limit"])))
     if summary["skipped"]:  # --skip-bad: said here, not only in eda.json
         rows.append(("skipped", list_offenders("--skip-bad", summary["skipped"])))
     rows += [("left out", note) for note in summary.get("left_out", [])]

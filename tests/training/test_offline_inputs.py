@@ -309,3 +309,15 @@ def test_eda_looks_at_a_folder_of_one_class(folder_data, tmp_path, capsys):
     assert "positive class invasive (100.0 %)" in out
     assert "one class only: evaluate measures a checkpoint's recall on it" in out
     assert json.loads((tmp_path / "eda" / "eda.json").read_text())["classes"] == {"invasive": 8}
+
+
+def test_eda_names_images_over_the_pixel_limit(folder_data, tmp_path, capsys):
+    """Audit: a 20000x20000 PNG was reported as an ordinary size; fit then stopped at it."""
+    big = folder_data / "invasive" / "huge.png"
+    Image.new("L", (20000, 20000)).save(big, optimize=False, compress_level=9)
+    assert main(["eda", "--data", str(folder_data), "--output", str(tmp_path / "eda")]) == 0
+    out = capsys.readouterr().out
+    assert "too large     over 50,000,000 pixels, refused by fit, predict and the service" in out
+    assert "huge (20000x20000)" in out
+    summary = json.loads((tmp_path / "eda" / "eda.json").read_text())
+    assert summary["over_pixel_limit"] == ["huge (20000x20000)"]
