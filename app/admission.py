@@ -94,12 +94,15 @@ class MemoryBudget:
         """A new, empty charge for one request (``async with budget.charge() as charge``)."""
         return Charge(self, next(self._arrivals))
 
+    def heavy_load(self, in_use: int, heavy_in_use: int) -> int:
+        """What ``in_use`` bytes (``heavy_in_use`` of them heavy) take of the room heavy decodes
+        have: ordinary bytes count only beyond the reserve."""
+        return heavy_in_use + max(0, in_use - heavy_in_use - self.reserve)
+
     def _fits(self, n: int, heavy: bool, in_use: int, heavy_in_use: int) -> bool:
-        """Whether ``n`` more bytes fit beside ``in_use``, of which ``heavy_in_use`` heavy.
-        Ordinary bytes count against heavy decodes only beyond the reserve."""
+        """Whether ``n`` more bytes fit beside ``in_use``, of which ``heavy_in_use`` heavy."""
         if heavy:
-            ordinary_beyond_reserve = max(0, in_use - heavy_in_use - self.reserve)
-            return heavy_in_use + n + ordinary_beyond_reserve <= self.capacity
+            return self.heavy_load(in_use, heavy_in_use) + n <= self.capacity
         return in_use + n <= self.capacity + self.reserve
 
     async def _acquire(
@@ -262,10 +265,9 @@ class Charge:
         """The most this request could add, were every other request done (``heavy``: for a
         heavy decode, which may not use the reserve)."""
         budget = self.budget
-        if not heavy:
-            return budget.capacity + budget.reserve - self.held
-        ordinary_beyond_reserve = max(0, self.held - self.heavy_held - budget.reserve)
-        return budget.capacity - self.heavy_held - ordinary_beyond_reserve
+        if heavy:
+            return budget.capacity - budget.heavy_load(self.held, self.heavy_held)
+        return budget.capacity + budget.reserve - self.held
 
     def too_large(
         self, n: int, what: str, code: str = "payload_too_large", *, heavy: bool = False

@@ -74,7 +74,8 @@ class ServiceMetrics:
         )
         self.memory_budget = Gauge(
             "invasive_memory_budget_bytes",
-            "The memory budget (INVASIVE_MEMORY_BUDGET_MB)",
+            "The memory budget (INVASIVE_MEMORY_BUDGET_MB); in use may exceed it by its reserve "
+            "(INVASIVE_MEMORY_RESERVE_PERCENT), which only ordinary work uses",
             registry=r,
         )
         self.gave_way = Counter(
