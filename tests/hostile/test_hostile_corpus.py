@@ -298,7 +298,10 @@ def _junk_batch(count: int, size: int, seed: int) -> list:
     ]
 
 
-def test_memory_stays_within_budget_under_heavy_load(demo_checkpoint: Path) -> None:
+@pytest.mark.parametrize("reserve_percent", [0.0, 12.5])
+def test_memory_stays_within_budget_under_heavy_load(
+    demo_checkpoint: Path, reserve_percent: float
+) -> None:
     started = time.monotonic()
     in_budget = {  # each alone fits the 400 MiB budget (~170-320 MiB by its header)
         "png_16bit_3000x3000": corpus_files.png_16bit_square(3000),
@@ -318,6 +321,10 @@ def test_memory_stays_within_budget_under_heavy_load(demo_checkpoint: Path) -> N
     stop = threading.Event()
     settings = {
         "memory_budget_mb": str(MEMORY_BUDGET_MB),
+        # The reserve on top of the budget is for ordinary work only; requests in flight may
+        # hold budget + reserve, so that is the bound (with no reserve: the budget itself).
+        # Measured on the 2-vCPU box: growth 300-324 MB without it, 384-398 MB with 12.5 %.
+        "memory_reserve_percent": str(reserve_percent),
         "drain_seconds": "0",
         "max_batch_size": "4",
     }
@@ -363,13 +370,13 @@ def test_memory_stays_within_budget_under_heavy_load(demo_checkpoint: Path) -> N
         service_log = service.log()
     peak, peak_processes = max(sampler.samples)
     growth_mb = (peak - idle) / MB
-    limit_mb = MEMORY_BUDGET_MB
+    limit_mb = MEMORY_BUDGET_MB * (1 + reserve_percent / 100)
     print(
         f"\nmemory: build {built - started:.1f} s, start + warm-up {ready - built:.1f} s, load "
         f"{loaded - ready:.1f} s, stop {time.monotonic() - loaded:.1f} s\n"
         f"RSS of the process tree: idle {idle / MB:.0f} MB ({idle_processes} processes), peak "
         f"{peak / MB:.0f} MB ({peak_processes} processes), growth {growth_mb:.0f} MB; limit: "
-        f"the budget, {limit_mb} MB; {len(sampler.samples)} samples\n"
+        f"the budget and its reserve, {limit_mb:.0f} MB; {len(sampler.samples)} samples\n"
         f"answers: {_summary(answers)}"
     )
     decoded = [e for e in answers if e[0] in in_budget and e[1] == 200]
