@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model.pixel_limit import DEFAULT_MAX_PIXELS, configured_max_pixels  # noqa: F401 (re-exported)
+
 try:  # phone photos (HEIC/HEIF); optional at import so a broken wheel doesn't take the service down
     from pillow_heif import register_heif_opener
 
@@ -31,7 +33,6 @@ except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
 # while the inspection thread opens others) and could leave "ignore every warning" behind.
 warnings.filterwarnings("ignore", module=r"PIL\.")
 
-DEFAULT_MAX_PIXELS = 50_000_000  # a 48 MP phone photo fits; a decompression bomb does not
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "HEIF", "HEIC", "BMP", "TIFF", "GIF", "MPO"})
 
 
@@ -64,13 +65,16 @@ class ImageDecodeError(ValueError):
 def decode_image(
     source: bytes | str | os.PathLike,
     min_size: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> Image.Image:
     """Decode ``source`` into an upright 8-bit RGB image.
 
     ``min_size``: when given, JPEGs may be decoded at reduced scale as long as both sides stay at
     least this large. The format is detected from the bytes, never from a name or content type.
+    ``max_pixels``: the largest width x height decoded (default :func:`configured_max_pixels`).
     """
+    if max_pixels is None:
+        max_pixels = configured_max_pixels()
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
             raise ImageDecodeError("empty_file", "the uploaded file is empty", status=400)

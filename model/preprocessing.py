@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from model.imaging import DEFAULT_MAX_PIXELS, decode_image
+from model.imaging import decode_image
 
 if TYPE_CHECKING:
     import torch
@@ -79,7 +79,7 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
 def prepare_pixels(
     source: bytes | str | os.PathLike,
     spec: PreprocessSpec,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Bytes or path -> the model-size uint8 (S, S, 3) array, without touching torch."""
     img = decode_image(source, min_size=spec.input_size, max_pixels=max_pixels)
@@ -89,7 +89,7 @@ def prepare_pixels(
 def prepare_input(
     source: bytes | str | os.PathLike,
     spec: PreprocessSpec,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> torch.Tensor:
     """Bytes or path -> the uint8 (3, S, S) tensor the model's batch is made of."""
     return pixels_to_tensor(prepare_pixels(source, spec, max_pixels))

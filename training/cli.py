@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from model.pixel_limit import configured_max_pixels
 from training.cli_flags import (
     DEFAULTS,
     INPUT_SIZE_RANGE,
@@ -222,6 +223,11 @@ def _said_by_rank_0(exc: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        configured_max_pixels()  # a malformed INVASIVE_MAX_IMAGE_PIXELS: said now, once
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         return args.handler(args)
     except Exception as exc:

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from model.imaging import DEFAULT_MAX_PIXELS
+from model.pixel_limit import configured_max_pixels
 from training.data import LABELS_FILE, LabelledData, load_groups, load_labelled_data
 from training.errors import list_offenders
 from training.plots import plot_class_balance
@@ -38,13 +38,14 @@ def explore(data_dir: Path, out_dir: Path, *, skip_bad: bool = False,
     counts = Counter(data.class_names[s.label] for s in data.samples)
     counts_in_order = {name: counts.get(name, 0) for name in data.class_names}
     widths, heights, formats, unreadable, too_large = [], [], Counter(), [], []
+    limit = configured_max_pixels()
     for s in data.samples:
         try:
             with Image.open(s.path) as img:  # reads the header only, not the pixels
                 widths.append(img.width)
                 heights.append(img.height)
                 formats[img.format or "?"] += 1
-                if img.width * img.height > DEFAULT_MAX_PIXELS:  # fit would stop at its decode
+                if img.width * img.height > limit:  # fit would stop at its decode
                     too_large.append(f"{s.name} ({img.width}x{img.height})")
         except (UnidentifiedImageError, OSError):
             unreadable.append(s.name)
@@ -57,7 +58,7 @@ def explore(data_dir: Path, out_dir: Path, *, skip_bad: bool = False,
         "width": _spread(widths), "height": _spread(heights),
         "most_common_sizes": [f"{w}x{h}: {n}" for (w, h), n in sizes.most_common(5)],
         "formats": dict(formats), "unreadable_headers": unreadable,
-        "over_pixel_limit": too_large, "pixel_limit": DEFAULT_MAX_PIXELS, "skipped": data.skipped,
+        "over_pixel_limit": too_large, "pixel_limit": limit, "skipped": data.skipped,
         "left_out": data.notes,
     }
     if groups is not None:

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from model.imaging import ImageDecodeError, decode_image
+from model.pixel_limit import DEFAULT_MAX_PIXELS, configured_max_pixels
 from model.preprocessing import PreprocessSpec, image_to_tensor, prepare_input, resize_for_model
 from training import distributed
 from training.data import decode_failure
@@ -107,7 +108,9 @@ def cached_decode(
 
 
 def _cache_key(paths: list[Path], spec: PreprocessSpec) -> str:
-    digest = hashlib.sha256(f"v1 {spec.input_size} {spec.resize}\n".encode())
+    limit = configured_max_pixels()  # which photos decode at all (a failure is cached too)
+    tag = "" if limit == DEFAULT_MAX_PIXELS else f" max_pixels={limit}"  # old keys stay valid
+    digest = hashlib.sha256(f"v1 {spec.input_size} {spec.resize}{tag}\n".encode())
     for p in paths:
         st = p.stat()
         digest.update(f"{p.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())

@@ -321,3 +321,44 @@ def test_eda_names_images_over_the_pixel_limit(folder_data, tmp_path, capsys):
     assert "huge (20000x20000)" in out
     summary = json.loads((tmp_path / "eda" / "eda.json").read_text())
     assert summary["over_pixel_limit"] == ["huge (20000x20000)"]
+
+
+def test_offline_commands_follow_the_service_s_pixel_limit(demo_checkpoint, kaggle_data,
+                                                            folder_data, tmp_path, monkeypatch,
+                                                            capsys):
+    """Audit: INVASIVE_MAX_IMAGE_PIXELS set for the service was not read offline, so predict
+    refused what the service scored (a raised limit) or scored what it refused (a lowered one)."""
+    images = tmp_path / "photos"
+    images.mkdir()
+    shutil.copy(kaggle_data / "train" / "1.jpg", images / "a.jpg")
+    width, height = Image.open(images / "a.jpg").size
+    monkeypatch.setenv("INVASIVE_MAX_IMAGE_PIXELS", str(width * height - 1))
+    assert _predict(demo_checkpoint, images, str(tmp_path / "s.csv")) == 2
+    assert f"over the limit of {width * height - 1}" in capsys.readouterr().err
+    monkeypatch.setenv("INVASIVE_MAX_IMAGE_PIXELS", str(width * height))
+    assert _predict(demo_checkpoint, images, str(tmp_path / "s.csv")) == 0
+    assert [r["name"] for r in csv.DictReader((tmp_path / "s.csv").open())] == ["a"]
+
+    monkeypatch.setenv("INVASIVE_MAX_IMAGE_PIXELS", "100")
+    assert main(["eda", "--data", str(folder_data), "--output", str(tmp_path / "eda")]) == 0
+    assert "over 100 pixels, refused by fit, predict and the service" in capsys.readouterr().out
+
+    monkeypatch.setenv("INVASIVE_MAX_IMAGE_PIXELS", "50M")
+    assert _predict(demo_checkpoint, images, str(tmp_path / "s.csv")) == 2
+    assert ("INVASIVE_MAX_IMAGE_PIXELS='50M': expected a whole number of pixels"
+            in capsys.readouterr().err)
+
+
+def test_the_decode_cache_keeps_photos_decoded_under_another_pixel_limit_apart(
+        tmp_path, monkeypatch):
+    from model.preprocessing import PreprocessSpec
+    from training.images import _cache_key
+
+    photo = tmp_path / "a.jpg"
+    Image.new("RGB", (40, 30)).save(photo)
+    spec = PreprocessSpec(input_size=32)
+    default = _cache_key([photo], spec)
+    monkeypatch.setenv("INVASIVE_MAX_IMAGE_PIXELS", "50000000")
+    assert _cache_key([photo], spec) == default  # the default, spelled out: the same decodes
+    monkeypatch.setenv("INVASIVE_MAX_IMAGE_PIXELS", "1000")
+    assert _cache_key([photo], spec) != default  # a failure cached under one limit is not reused
