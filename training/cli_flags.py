@@ -170,6 +170,9 @@ def add_recipe_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=number(0, 1, high_open=True),
                    default=DEFAULTS.label_smoothing,
                    metavar="E", help="cross-entropy label smoothing (e.g. 0.1); 0: off")
+    p.add_argument("--mixup", type=number(0), default=DEFAULTS.mixup, metavar="ALPHA",
+                   help="train on blends of two photos and of their labels, the share drawn "
+                        "from Beta(ALPHA, ALPHA) per batch (e.g. 0.2); 0: off")
     p.add_argument("--freeze-epochs", type=number(0), default=DEFAULTS.freeze_epochs, metavar="N",
                    help="pretrained --weights: train only the classifier head for the first N "
                         "epochs, then every layer (the backbone gets its own warm-up)")

@@ -32,6 +32,7 @@ class FitConfig:
     ema_decay: float = 0.0  # per-step decay of an exponential moving average of the weights,
     # validated and saved instead of the raw weights; 0: off
     label_smoothing: float = 0.0  # cross-entropy label smoothing; 0: off
+    mixup: float = 0.0  # mixup's Beta(alpha, alpha) for blending pairs of training images; 0: off
     freeze_epochs: float = 0.0  # pretrained weights: train only the classifier head this long
     backbone_lr_scale: float = 1.0  # pretrained weights: backbone peak LR = lr * this
     augment: str = "field"  # "field" (up stays up) or "aerial" (any flip or quarter turn)

@@ -268,7 +268,7 @@ def train_split(
                                 precision=precision, spec=spec, scaler=scaler,
                                 desc=f"{tag}epoch {epoch}/{config.epochs}",
                                 label_smoothing=config.label_smoothing, ema=ema,
-                                augment=config.augment)
+                                augment=config.augment, mixup=config.mixup)
         loss_sum, images = distributed.sum_across_ranks([stats.loss * stats.images, stats.images])
         stats = replace(stats, loss=loss_sum / max(1.0, images), images=int(images))
         distributed.sync_buffers(model)

@@ -54,8 +54,14 @@ def train_one_epoch(
     label_smoothing: float = 0.0,
     ema: WeightEma | None = None,
     augment: str = "field",
+    mixup: float = 0.0,
 ) -> EpochStats:
-    """One pass over ``loader``; ``ema`` (if any) is updated after every optimiser step."""
+    """One pass over ``loader``; ``ema`` (if any) is updated after every optimiser step.
+
+    ``mixup`` > 0: each batch is blended with a shuffled copy of itself, ``lam * x + (1 - lam) *
+    x[partner]`` with one ``lam ~ Beta(mixup, mixup)`` per batch, and the loss blended the same
+    way. Partners are drawn within this process's rows (under DDP, within the rank's share).
+    """
     model.train()
     total_loss, seen, data_s, compute_s = 0.0, 0, 0.0, 0.0
     start = tick = time.perf_counter()
@@ -69,12 +75,19 @@ def train_one_epoch(
         data_s += loaded - tick
         x = augment_batch(images.to(device, non_blocking=True), shard=shard,
                           aerial=augment == "aerial")
+        y = labels.to(device, non_blocking=True)
+        lam, partner = mixup_draw(len(y), mixup)
+        if partner is not None:
+            x = lam * x + (1.0 - lam) * x[partner.to(x.device)]
         x = normalize_batch(x, spec)
         x = x.contiguous(memory_format=torch.channels_last)
-        y = labels.to(device, non_blocking=True)
         with autocast_context(device, precision):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            logits = model(x).float()
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        if partner is not None:
+            partner_y = y[partner.to(y.device)]
+            loss = lam * loss + (1.0 - lam) * F.cross_entropy(
+                logits, partner_y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:  # fp16 on CUDA needs loss scaling; bf16 does not
             scaler.scale(loss).backward()
@@ -94,6 +107,17 @@ def train_one_epoch(
         compute_s += tick - loaded
     seconds = time.perf_counter() - start
     return EpochStats(total_loss / max(1, seen), seen, seconds, data_s, compute_s)
+
+
+def mixup_draw(n: int, alpha: float) -> tuple[float, torch.Tensor | None]:
+    """Mixup's blend share and each row's partner (``None``: no mixup for this batch).
+
+    Drawn from torch's global generator, which ``epoch_loader`` seeds per epoch, so a resumed
+    run repeats them."""
+    if alpha <= 0 or n < 2:
+        return 1.0, None
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    return lam, torch.randperm(n)
 
 
 def score_with_classifier(

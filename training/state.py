@@ -57,7 +57,7 @@ IDENTITY_KEYS = ("fingerprint", "arch", "image_size", "epochs")
 # scheduler's); a state written before they were recorded has none, and is not checked on them.
 OPTION_KEYS = ("positive_class", "seed", "val_fraction", "group_column", "group_file",
                "batch_size", "lr", "weight_decay", "warmup_epochs", "schedule", "freeze_epochs",
-               "backbone_lr_scale", "ema_decay", "label_smoothing", "augment")
+               "backbone_lr_scale", "ema_decay", "label_smoothing", "mixup", "augment")
 PROGRESS_KEYS = ("epoch", "history", "best_score", "best", "kept", "stale")
 
 

@@ -4,6 +4,7 @@ aerial augmentation; and that, off, they leave the recipe as it was."""
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -88,6 +89,74 @@ def test_label_smoothing_charges_a_confident_right_answer():
     smoothed = one_batch_epoch(Confident(), label_smoothing=0.1)
     # eps/2 of the target mass on the wrong class, which has log-probability -40
     assert smoothed == pytest.approx(0.05 * 40, rel=0.01)
+
+
+class Recorder(nn.Module):
+    """Returns fixed logits and keeps the batch it was shown."""
+
+    def __init__(self, logits: list[list[float]]) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor(logits))
+        self.seen: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x.detach().clone()
+        return self.logits + 0 * x.mean()
+
+
+def test_mixup_blends_each_image_with_a_partner_and_the_loss_with_its_label():
+    from training import loop
+
+    images = torch.stack([torch.full((3, 16, 16), 0, dtype=torch.uint8),
+                          torch.full((3, 16, 16), 200, dtype=torch.uint8)])
+    labels = torch.tensor([0, 1])
+    logits = [[2.0, -1.0], [0.5, 0.25]]
+    loader = DataLoader(TensorDataset(images, labels), batch_size=2)
+    draws = []
+
+    def recorded_draw(n: int, alpha: float):
+        draw = real_draw(n, alpha)
+        draws.append(draw)
+        return draw
+
+    real_draw = loop.mixup_draw
+
+    def epoch(model: Recorder, alpha: float) -> float:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        # identity normalisation and no crop, flip or jitter: the blend is all that changes pixels
+        spec = PreprocessSpec(input_size=16, mean=(0.0,) * 3, std=(1 / 255,) * 3)
+        with mock.patch.object(loop, "augment_batch", lambda x, **_: x.float()), \
+                mock.patch.object(loop, "mixup_draw", recorded_draw):
+            return train_one_epoch(model, loader, optimizer, schedule,
+                                   device=torch.device("cpu"), precision="fp32", spec=spec,
+                                   mixup=alpha).loss
+
+    ce = nn.functional.cross_entropy
+    z, pixel = torch.tensor(logits), torch.tensor([0.0, 200.0])
+    plain = Recorder(logits)
+    assert epoch(plain, 0.0) == pytest.approx(float(ce(z, labels)), rel=1e-5)
+    assert torch.allclose(plain.seen[:, 0, 0, 0], pixel)
+
+    torch.manual_seed(0)
+    for _ in range(20):  # until the partners differ from the rows (a permutation of 2 rows)
+        mixed = Recorder(logits)
+        loss = epoch(mixed, 0.4)
+        lam, partner = draws[-1]
+        if partner.tolist() == [1, 0]:
+            break
+    assert partner.tolist() == [1, 0] and 0.0 < lam < 1.0
+    assert torch.allclose(mixed.seen[:, 0, 0, 0], lam * pixel + (1 - lam) * pixel[partner])
+    expected = lam * ce(z, labels) + (1 - lam) * ce(z, labels[partner])
+    assert loss == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_mixup_off_or_a_lone_image_draws_nothing():
+    from training.loop import mixup_draw
+    state = torch.random.get_rng_state()
+    assert mixup_draw(8, 0.0) == (1.0, None)
+    assert mixup_draw(1, 0.2) == (1.0, None)
+    assert torch.equal(torch.random.get_rng_state(), state)  # augmentation draws unchanged
 
 
 def test_train_one_epoch_updates_the_ema_every_step():
@@ -190,12 +259,14 @@ def test_cli_recipe_flags_reach_the_config():
     args = build_parser().parse_args([
         "fit", "--data", "d", "--output", "o", "--ema-decay", "0.98", "--label-smoothing", "0.1",
         "--freeze-epochs", "1", "--backbone-lr-scale", "0.2", "--augment", "aerial",
-        "--patience", "0"])
+        "--patience", "0", "--mixup", "0.2"])
     fields = set(FitConfig.__dataclass_fields__)
     config = FitConfig(**{k: v for k, v in vars(args).items() if k in fields})
     assert (config.ema_decay, config.label_smoothing, config.freeze_epochs,
-            config.backbone_lr_scale, config.augment, config.patience) == (
-        0.98, 0.1, 1.0, 0.2, "aerial", 0)
+            config.backbone_lr_scale, config.augment, config.patience, config.mixup) == (
+        0.98, 0.1, 1.0, 0.2, "aerial", 0, 0.2)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "--data", "d", "--output", "o", "--mixup", "-1"])
 
 
 def test_resume_with_ema_refuses_a_state_without_an_average(kaggle_data, tmp_path):
