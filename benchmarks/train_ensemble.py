@@ -5,8 +5,10 @@ the cross-validation that built the ensemble: every image was in the training pa
 members. So this runs the same 5 outer folds as ``benchmarks/train_cv.py`` and
 ``benchmarks/train_recipes.py`` (grouped by ``source_image``, same seed) and, for each outer fold,
 builds the ensemble on the outer training part alone, exactly as a user would on all their data
-(``training.cv.run_folds`` with ``--inner-folds`` folds and ``ensemble=True``: each member's epoch
-and threshold chosen on its own inner split), then scores the held-out outer fold with it, once.
+(``training.cv.run_folds`` with ``--inner-folds`` folds and ``ensemble=True``, members trained as
+``fit --folds`` trains them: under the fixed schedule on all of their training part, thresholds
+from the other members' out-of-fold predictions; the figures in docs/benchmarks.md predate that
+and held out an inner split per member), then scores the held-out outer fold with it, once.
 Pooling the outer folds gives the ensemble's out-of-fold ROC AUC with the same group bootstrap
 interval as the single model's.
 

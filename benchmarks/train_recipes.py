@@ -29,17 +29,13 @@ OOF predictions go to ``benchmarks/results/raw/train_recipes/<row>/`` (git-ignor
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,8 +45,6 @@ from training.config import FitConfig  # noqa: E402
 
 WEIGHTS = {"mobilenet_v2": str(SHARED / "weights" / "mobilenet_v2_imagenet_features.pth"),
            "resnet18": "none"}
-
-WHOLE_PART = "whole_training_part"  # a row knob this script applies (not a FitConfig field)
 
 # (row id, architecture, what changes, the change). Ordered by the expected gain, interleaving
 # the architectures so that a run cut short has tried the likeliest changes for both.
@@ -94,42 +88,18 @@ ROWS: list[tuple[str, str, str, dict[str, Any]]] = [
      {"batch_size": 16, "ema_decay": 0.0, "augment": "field"}),
     # Under the fixed schedule (patience 0) the inner validation split chooses no epoch, only
     # each fold's threshold, which the pooled ROC AUC does not use: so the fold models can
-    # train on the whole training part (+25 % photos), the threshold coming from the pooled
-    # out-of-fold predictions as the ensemble's already does. The held-out fold still chooses
-    # nothing. (The inner split is then scored by a model that trained on it: its per-fold
-    # figures are not honest, the pooled OOF is.)
+    # train on the whole training part (+25 % photos), each fold's threshold coming from the
+    # other folds' out-of-fold predictions. The held-out fold still chooses nothing. Rows before
+    # m14 all ran with the inner split (this script's starting recipe sets it).
     ("m14", "mobilenet_v2", "fold models train on the whole training part (no inner hold-out), "
-     "on the default m4", {WHOLE_PART: True, "ema_decay": 0.0, "augment": "field"}),
+     "on the default m4", {"fold_inner_split": False, "ema_decay": 0.0, "augment": "field"}),
     ("m15", "mobilenet_v2", "mixup (alpha 0.2), on the default m4",
      {"mixup": 0.2, "ema_decay": 0.0, "augment": "field"}),
 ]
 
 KNOBS = ("image_size", "epochs", "lr", "warmup_epochs", "patience", "ema_decay",
          "label_smoothing", "freeze_epochs", "backbone_lr_scale", "augment", "batch_size",
-         "mixup", "weight_decay", "schedule", "val_fraction", "seed")
-
-
-@contextlib.contextmanager
-def whole_training_part(on: bool) -> Iterator[None]:
-    """Row knob ``whole_training_part``: each fold trains on all of its training part; the
-    inner split (a subset of it) is still scored, for the log only."""
-    if not on:
-        yield
-        return
-    from training import cv
-
-    plan_folds = cv.plan_folds
-
-    def whole(config: FitConfig, labels: list[int], groups: list[str] | None) -> list:
-        plan = plan_folds(config, labels, groups)
-        return [(np.sort(np.concatenate([fit, select])), select, held)
-                for fit, select, held in plan]
-
-    cv.plan_folds = whole
-    try:
-        yield
-    finally:
-        cv.plan_folds = plan_folds
+         "mixup", "fold_inner_split", "weight_decay", "schedule", "val_fraction", "seed")
 
 
 def revision() -> str:
@@ -215,10 +185,10 @@ def main() -> int:
         default = FitConfig(data=args.data, output=args.raw_dir / row_id, arch=arch,
                             weights=WEIGHTS[arch], image_size=160, epochs=args.epochs or 10,
                             warmup_epochs=1.0, folds=5, group_column="source_image",
-                            group_file=args.data / "tiles_meta.csv", resume=True)
+                            group_file=args.data / "tiles_meta.csv", resume=True,
+                            fold_inner_split=True)
         base, base_oof, base_id = best.get(arch, (default, -1.0, None))
-        fit_knobs = {k: v for k, v in knobs.items() if k != WHOLE_PART}
-        config = replace(base, output=args.raw_dir / row_id, **fit_knobs)
+        config = replace(base, output=args.raw_dir / row_id, **knobs)
         if row_id in done:
             row = done[row_id]
         elif not knobs and arch in baseline:
@@ -230,8 +200,7 @@ def main() -> int:
             spent = Spent(args.raw_dir / row_id / "spent.json")
             from training.fit import fit  # imported late: the help above stays fast
 
-            with whole_training_part(knobs.get(WHOLE_PART, False)):
-                summary = fit(config, on_epoch_end=spent.save)
+            summary = fit(config, on_epoch_end=spent.save)
             row = {"source": "this run", **spent.save(), **figures(summary)}
         row.update(id=row_id, arch=arch, change=change, knobs=knobs, base=base_id,
                    recipe={k: getattr(config, k) for k in KNOBS}, weights=config.weights)

@@ -39,6 +39,10 @@ class FitConfig:
     seed: int = 0
     val_fraction: float = 0.2
     folds: int = 1  # > 1: k-fold cross-validation (see training.cv)
+    # Cross-validation: hold out an inner validation split of each fold's training part (which
+    # chooses epoch and threshold). None: only when --patience needs it to choose the epoch;
+    # under the fixed schedule each fold trains on all of its training part (training.cv).
+    fold_inner_split: bool | None = None
     ensemble: bool = False  # with folds > 1: also write the k fold models as one checkpoint
     group_column: str | None = None
     group_file: Path | None = None
@@ -61,6 +65,12 @@ class FitConfig:
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+
+    @property
+    def inner_split_per_fold(self) -> bool:
+        """Cross-validation: whether each fold holds out an inner validation split (see
+        ``fold_inner_split``)."""
+        return self.patience > 0 if self.fold_inner_split is None else self.fold_inner_split
 
     def as_metadata(self) -> dict[str, Any]:
         skip = {"resume", "output", "cache_dir", "keep_train_state"}

@@ -1,15 +1,22 @@
 """k-fold cross-validation: out-of-fold predictions for every image, and their pooled ROC AUC.
 
-Each of the k (grouped, stratified) folds is held out once. The other k-1 folds are split again,
-by the same ``holdout_split`` as a plain ``fit`` (``--val-fraction``, whole groups), into an inner
-training part and an inner validation part; ``train_split`` trains on the first and uses the
-second, and only it, for everything that is chosen: early stopping, the kept epoch and the
-checkpoint's threshold. Then the kept checkpoint scores the held-out fold, once. The held-out fold
-therefore never influences any choice, and its predictions are what the same ``fit`` recipe would
-give on photos it never saw. (Scoring the fold every epoch and keeping its best epoch, as this
-module did before, selects on the very images it reports: an optimistic figure.) The price: each
-fold trains on (1 - val_fraction) of the other folds' images, so the estimate leans slightly
-pessimistic, like the model a user gets from ``fit`` on the same data.
+Each of the k (grouped, stratified) folds is held out once, and nothing is chosen on it: the fold
+model that did not train on it scores it once, at the end, so its predictions are what the same
+``fit`` recipe gives on photos it never saw. (Scoring the fold every epoch and keeping its best
+epoch, as this module did before, selects on the very images it reports: an optimistic figure.)
+
+What the fold model trains on depends on what there is to choose:
+
+- **The fixed schedule** (``--patience 0``, the default): the last epoch is kept, so the only
+  choice is each fold checkpoint's threshold. The fold trains on all of the other k-1 folds, as
+  many photos as a plain ``fit`` on the whole set trains on (1 - 1/k = 80 % against its 80 %
+  at ``--val-fraction 0.2``), and its threshold maximises Youden's J on the out-of-fold
+  predictions of the *other* folds (none of its own held-out photos). Recipe row m14 in
+  docs/benchmarks.md measured the change.
+- **Early stopping** (``--patience N``) also chooses the epoch: the other k-1 folds are split
+  again, by the same ``holdout_split`` as a plain ``fit`` (``--val-fraction``, whole groups), into
+  an inner training part and an inner validation part, which chooses the epoch and threshold.
+  Each fold then trains on (1 - val_fraction) of the other folds' images, fewer than ``fit``.
 
 The figure to quote is the ROC AUC of the pooled out-of-fold predictions, with a bootstrap
 interval over groups (``training.oof``); per-fold figures are kept beside it.
@@ -46,7 +53,7 @@ from training.fit import (
     train_split,
 )
 from training.loop import score_with_classifier
-from training.metrics import binary_metrics
+from training.metrics import binary_metrics, youden_threshold
 from training.oof import OOF_FILE, pooled_figures, write_oof_csv
 from training.plots import plot_training_curves
 from training.runlog import RunLog
@@ -58,6 +65,9 @@ ENSEMBLE_FILE = "ensemble.safetensors"
 SELECTION = ("epoch and threshold of each fold chosen on an inner validation split of its "
              "training part (--val-fraction, whole groups); the held-out fold was scored once, "
              "by the kept checkpoint, and chose nothing")
+SELECTION_WHOLE = ("fixed schedule: each fold trained on all of its training part and kept its "
+                   "last epoch; its threshold maximises Youden's J on the other folds' "
+                   "out-of-fold predictions; the held-out fold was scored once and chose nothing")
 
 
 def cross_validate(config: FitConfig, *, on_epoch_end: EpochCallback | None = None) -> dict:
@@ -115,10 +125,13 @@ def _run_folds(config: FitConfig, prepared: PreparedData,
                              on_epoch_end=on_epoch_end)
         p_held = score_held_out(config, prepared, Path(result["checkpoint"]), held_idx)
         p_oof[held_idx], fold_of[held_idx] = p_held, k
-        result["held_out"] = binary_metrics(is_pos[held_idx], p_held,
-                                            result["kept"]["threshold"])
-        log.write("held_out", fold=k, **result["held_out"])
+        if len(select_idx):  # else its threshold comes from the other folds, once all are done
+            result["held_out"] = binary_metrics(is_pos[held_idx], p_held,
+                                                result["kept"]["threshold"])
+            log.write("held_out", fold=k, **result["held_out"])
         results.append(result)
+    if not config.inner_split_per_fold:
+        thresholds_from_other_folds(results, is_pos, p_oof, fold_of, log)
     groups = prepared.groups or [s.name for s in data.samples]
     oof_file = write_oof_csv(out_dir / OOF_FILE, [
         {"name": s.name, "group": groups[i], "fold": int(fold_of[i]), "label": int(is_pos[i]),
@@ -129,7 +142,9 @@ def _run_folds(config: FitConfig, prepared: PreparedData,
         "roc_auc_oof": oof["roc_auc"],
         "roc_auc_oof_interval": [oof["interval"]["low"], oof["interval"]["high"]],
         "threshold": oof["threshold"], "threshold_method": oof["threshold_method"],
-        "oof": {**oof, "predictions_file": str(oof_file), "selection": SELECTION},
+        "oof": {**oof, "predictions_file": str(oof_file),
+                "selection": SELECTION if config.inner_split_per_fold else SELECTION_WHOLE},
+        "inner_split": config.inner_split_per_fold,
         **summarise_folds(results),
     }
     summary.update(arch=config.arch, weights=config.weights, folds=config.folds,
@@ -161,6 +176,32 @@ def _run_folds(config: FitConfig, prepared: PreparedData,
         "train state": ", ".join(states) if states else "removed (--keep-train-state keeps it)",
     }))
     return summary
+
+
+def thresholds_from_other_folds(results: list[dict[str, Any]], is_pos: np.ndarray,
+                                p_oof: np.ndarray, fold_of: np.ndarray, log: RunLog) -> None:
+    """Folds trained without an inner validation split: fold k's threshold maximises Youden's J
+    on the out-of-fold predictions of the other folds (made by the other fold models, on photos
+    none of them trained on), so none of fold k's held-out photos chose it. Written into each
+    fold checkpoint, and its held-out figures taken at it."""
+    for result in results:
+        k = result["fold"]
+        others, held = fold_of != k, fold_of == k
+        threshold = youden_threshold(is_pos[others], p_oof[others])
+        checkpoint = Path(result["checkpoint"])
+        loaded = load_checkpoint(checkpoint)
+        at_others = binary_metrics(is_pos[others], p_oof[others], threshold)
+        metrics = {"validation": None, "selection": "last_epoch", "threshold_method": "youden_j",
+                   "threshold_chosen_on": f"the out-of-fold predictions of the other "
+                                          f"{len(results) - 1} folds ({int(others.sum())} "
+                                          f"images; none of this fold's held-out images)",
+                   "at_threshold_there": at_others}
+        save_checkpoint(checkpoint, loaded.model,
+                        loaded.metadata.model_copy(update={"threshold": threshold,
+                                                           "metrics": metrics}))
+        result["kept"]["threshold"] = threshold
+        result["held_out"] = binary_metrics(is_pos[held], p_oof[held], threshold)
+        log.write("held_out", fold=k, **result["held_out"])
 
 
 def write_ensemble(path: Path, checkpoints: list[Path], results: list[dict[str, Any]],
@@ -203,7 +244,9 @@ def plan_folds(config: FitConfig, labels: list[int], groups: list[str] | None
     """:func:`fold_plan` from the labels and groups alone, so it can run before the decode.
 
     The inner split is ``fit``'s own hold-out split applied to the fold's training part, so whole
-    groups stay on one side of it too.
+    groups stay on one side of it too. Without one (``FitConfig.inner_split_per_fold`` false: the
+    fixed schedule has no epoch to choose) the fold trains on all of its training part and its
+    inner validation indices are empty.
     """
     limit, why = fold_limit(labels, groups)
     if config.folds > limit:
@@ -214,6 +257,9 @@ def plan_folds(config: FitConfig, labels: list[int], groups: list[str] | None
     plan = []
     for k, (train_idx, held_idx) in enumerate(
             kfold_splits(labels, groups, config.folds, config.seed), start=1):
+        if not config.inner_split_per_fold:
+            plan.append((train_idx, np.zeros(0, dtype=train_idx.dtype), held_idx))
+            continue
         part_groups = [groups[i] for i in train_idx] if groups is not None else None
         try:
             fit_pos, select_pos = holdout_split(y[train_idx].tolist(), part_groups,
@@ -253,7 +299,8 @@ def summarise_folds(results: list[dict[str, Any]]) -> dict[str, Any]:
         "roc_auc_mean": statistics.fmean(aucs),
         "roc_auc_sd": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
         "accuracy_mean": statistics.fmean(r["held_out"]["accuracy"] for r in results),
-        "selection_roc_auc_per_fold": [r["kept"]["roc_auc"] for r in results],
+        # (None: the fold had no inner validation split)
+        "selection_roc_auc_per_fold": [r["kept"].get("roc_auc") for r in results],
         "train_images_per_s_mean": statistics.fmean(e["images_per_s"] for e in epochs),
         "epoch_s_mean": statistics.fmean(e["epoch_s"] for e in epochs),
         "data_s_per_epoch_mean": statistics.fmean(e["data_s"] for e in epochs),
@@ -261,6 +308,6 @@ def summarise_folds(results: list[dict[str, Any]]) -> dict[str, Any]:
         "epochs_run": [r["epochs_run"] for r in results],
         "kept_epochs": [r["kept"]["epoch"] for r in results],  # the fold checkpoints' epochs
         # the best inner-validation epoch of each fold (= kept_epochs with --patience N)
-        "best_epochs": [r["best"]["epoch"] for r in results],
+        "best_epochs": [(r["best"] or r["kept"])["epoch"] for r in results],
         "folds_detail": [{k: v for k, v in r.items() if k != "history"} for r in results],
     }

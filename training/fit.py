@@ -273,15 +273,18 @@ def train_split(
         stats = replace(stats, loss=loss_sum / max(1.0, images), images=int(images))
         distributed.sync_buffers(model)
         val_start = time.perf_counter()
-        val_images = split_images(prepared, distributed.my_share(val_idx), config.workers)
         kept_model = ema.module if ema is not None else model  # what is validated and saved
-        probs = score_with_classifier(kept_model, metadata, val_images, device=device,
-                                      precision=precision)
-        probs = distributed.gather_rows(probs, len(val_idx))  # the whole validation set
-        metrics, score = validation_metrics(data, val_labels, probs)
+        if len(val_idx):
+            val_images = split_images(prepared, distributed.my_share(val_idx), config.workers)
+            probs = score_with_classifier(kept_model, metadata, val_images, device=device,
+                                          precision=precision)
+            probs = distributed.gather_rows(probs, len(val_idx))  # the whole validation set
+            metrics, score = validation_metrics(data, val_labels, probs)
+        else:  # a cross-validation fold under the fixed schedule: no split, nothing to choose
+            metrics, score = {}, -math.inf
         record = {
             "fold": fold, "epoch": epoch, "train_loss": round(stats.loss, 5),
-            **epoch_figures(metrics),
+            **(epoch_figures(metrics) if metrics else {}),
             "images_per_s": round(stats.images_per_s, 2), "train_s": round(stats.seconds, 3),
             "data_s": round(stats.data_seconds, 3), "compute_s": round(stats.compute_seconds, 3),
             "val_s": round(time.perf_counter() - val_start, 3),
@@ -296,7 +299,8 @@ def train_split(
         if improved or not config.patience:  # patience 0: a fixed schedule keeps the last epoch
             progress["kept"] = {**metrics, "epoch": epoch}
             metadata = metadata.model_copy(
-                update=checkpoint_update(metrics, epoch, fixed_schedule=not config.patience))
+                update=checkpoint_update(metrics, epoch, fixed_schedule=not config.patience)
+                if metrics else UNVALIDATED_FOLD)
             if main:
                 save_checkpoint(output, kept_model, metadata)
         progress["epoch"] = epoch
@@ -304,7 +308,8 @@ def train_split(
         log.write("epoch", **record)
         if main:
             tqdm.write(
-                f"{tag}epoch {epoch:>3}  loss {stats.loss:.4f}{epoch_text(metrics)}  "
+                f"{tag}epoch {epoch:>3}  loss {stats.loss:.4f}"
+                f"{epoch_text(metrics) if metrics else ''}  "
                 f"{stats.images_per_s:6.1f} img/s  {record['epoch_s']:.1f}s"
                 + ("  *" if improved else "")
             )
@@ -320,6 +325,13 @@ def train_split(
               "task": "multiclass" if data.multiclass else "binary"}
     log.write("result", **{k: v for k, v in result.items() if k != "history"})
     return result
+
+
+# The metadata of a fold checkpoint trained without a validation split, until the
+# cross-validation ends and writes its threshold (training.cv.thresholds_from_other_folds).
+UNVALIDATED_FOLD = {"metrics": {"validation": None, "selection": "last_epoch",
+                                "threshold_method": "pending: chosen on the other folds' "
+                                "out-of-fold predictions when the cross-validation ends"}}
 
 
 def epoch_loader(train_set, config: FitConfig, epoch: int, device: torch.device) -> DataLoader:
@@ -368,6 +380,8 @@ def split_images(prepared: PreparedData, idx: np.ndarray, threads: int) -> torch
 def resume_identity(config: FitConfig, fingerprint: str) -> dict[str, Any]:
     """What ``training.state.load_resumable`` compares on ``--resume``."""
     options = {k: getattr(config, k) for k in OPTION_KEYS}
+    # what a fold trains on, resolved: an older state (None) then never resumes the other way
+    options["fold_inner_split"] = config.inner_split_per_fold if config.folds > 1 else None
     if config.group_file is not None:  # the same file, however the path was written
         options["group_file"] = str(Path(config.group_file).resolve())
     return {"fingerprint": fingerprint, "arch": config.arch, "image_size": config.image_size,

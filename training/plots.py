@@ -94,12 +94,18 @@ def plot_training_curves(epochs: list[dict[str, Any]], path: Path) -> Path:
         x = [e["epoch"] for e in rows]
         tag = f" fold {fold}" if fold is not None else ""
         ax_loss.plot(x, [e["train_loss"] for e in rows], label=f"train{tag}")
-        ax_loss.plot(x, [e["val_loss"] for e in rows], linestyle="--", label=f"val{tag}")
-        ax_auc.plot(x, [e["val_roc_auc"] for e in rows], label=f"val ROC AUC{tag}")
+        if all("val_loss" in e for e in rows):  # (a fold trained without a validation split)
+            ax_loss.plot(x, [e["val_loss"] for e in rows], linestyle="--", label=f"val{tag}")
+            ax_auc.plot(x, [e["val_roc_auc"] for e in rows], label=f"val ROC AUC{tag}")
+    if not ax_auc.lines:
+        ax_auc.text(0.5, 0.5, "no validation split\n(cross-validation folds under the fixed "
+                    "schedule:\nsee the out-of-fold figures)", ha="center", va="center",
+                    transform=ax_auc.transAxes)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_auc.set(xlabel="epoch", ylabel="ROC AUC", title="validation ROC AUC")
     for ax in (ax_loss, ax_auc):
-        ax.legend(fontsize="small")
+        if ax.lines:
+            ax.legend(fontsize="small")
     return _save(fig, path)
 
 

@@ -57,7 +57,11 @@ IDENTITY_KEYS = ("fingerprint", "arch", "image_size", "epochs")
 # scheduler's); a state written before they were recorded has none, and is not checked on them.
 OPTION_KEYS = ("positive_class", "seed", "val_fraction", "group_column", "group_file",
                "batch_size", "lr", "weight_decay", "warmup_epochs", "schedule", "freeze_epochs",
-               "backbone_lr_scale", "ema_decay", "label_smoothing", "mixup", "augment")
+               "backbone_lr_scale", "ema_decay", "label_smoothing", "mixup", "augment",
+               "fold_inner_split")
+DISPLAY_NAMES = {"fingerprint": "data (fingerprint)",
+                 "fold_inner_split": "an inner validation split in each fold (None: not "
+                                     "recorded, an older version)"}
 PROGRESS_KEYS = ("epoch", "history", "best_score", "best", "kept", "stale")
 
 
@@ -79,7 +83,7 @@ def load_resumable(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
         pairs += [(k, state["options"].get(k), identity["options"][k]) for k in OPTION_KEYS]
     for key, theirs, ours in pairs:
         if theirs != ours:
-            name = "data (fingerprint)" if key == "fingerprint" else "--" + key.replace("_", "-")
+            name = DISPLAY_NAMES.get(key, "--" + key.replace("_", "-"))
             raise TrainingError(
                 f"--resume: {path} was made with {name} {theirs!r}, this run has {ours!r}; "
                 "resume with the same data and options, or start afresh without --resume"

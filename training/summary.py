@@ -90,7 +90,8 @@ def split_rows(config: FitConfig, groups: list[str] | None, train_idx, val_idx,
     """``12 train / 4 validation (25 %), ...``: the sizes, and whether and how it is grouped.
 
     A cross-validation fold also names its held-out images; train and validation are then the
-    inner split of the rest (validation chooses the epoch and threshold).
+    inner split of the rest (validation chooses the epoch and threshold), or, with no inner
+    split (the fixed schedule), all of the rest trains.
     """
     n_train, n_val = len(train_idx), len(val_idx)
     share = round(100 * n_val / max(1, n_train + n_val))
@@ -100,6 +101,12 @@ def split_rows(config: FitConfig, groups: list[str] | None, train_idx, val_idx,
     elif held_out is None:
         split = ("split", f"{n_train} train / {n_val} validation ({share} %; fold {fold} of "
                           f"{config.folds}, seed {config.seed})")
+    elif not n_val:
+        split = ("split", f"fold {fold} of {config.folds}: {len(held_out)} held out (scored "
+                          f"once at the end); the other {n_train} all train (fixed schedule: "
+                          "no epoch to choose, so no inner validation split; the threshold "
+                          f"comes from the other folds' out-of-fold predictions), seed "
+                          f"{config.seed}")
     else:
         split = ("split", f"fold {fold} of {config.folds}: {len(held_out)} held out (scored "
                           f"once at the end); the other {n_train + n_val}: {n_train} train / "
@@ -111,10 +118,10 @@ def split_rows(config: FitConfig, groups: list[str] | None, train_idx, val_idx,
                                   "land on both sides; see --group-column)")]
     source = config.group_file or "the labels CSV"
     g_train = len({groups[i] for i in train_idx})
-    g_val = len({groups[i] for i in val_idx})
+    g_val = f" / {len({groups[i] for i in val_idx})} validation" if len(val_idx) else ""
     g_held = "" if held_out is None else f" / {len({groups[i] for i in held_out})} held-out"
-    return [split, ("groups", f"by {config.group_column!r} from {source}: {g_train} train / "
-                              f"{g_val} validation{g_held} groups, none on both sides")]
+    return [split, ("groups", f"by {config.group_column!r} from {source}: {g_train} train"
+                              f"{g_val}{g_held} groups, none on both sides")]
 
 
 def fold_line(config: FitConfig, groups: list[str] | None, train_idx, val_idx, fold: int,
@@ -258,7 +265,8 @@ def cv_end_lines(config: FitConfig, summary: dict[str, Any], wall_s: float,
     def figures(values: list[float]) -> str:
         return ", ".join(f"{a:.4f}" for a in values)
 
-    chosen = figures(summary["selection_roc_auc_per_fold"])
+    inner = summary.get("inner_split", True)
+    chosen = figures(summary["selection_roc_auc_per_fold"]) if inner else ""
     over = (f"{ci['groups']} groups by {config.group_column!r}" if config.group_column
             else f"{ci['groups']} images, each its own group")
     rows = [
@@ -277,7 +285,10 @@ def cv_end_lines(config: FitConfig, summary: dict[str, Any], wall_s: float,
                      "(mean)"),
         ("selection", "epoch and threshold chosen on an inner validation split of each fold's "
                       f"training part (ROC AUC there: {chosen}; selected on it: optimistic); "
-                      "the held-out folds chose nothing"),
+                      "the held-out folds chose nothing" if inner else
+                      "none per epoch: each fold trained on all of its training part (fixed "
+                      "schedule); its threshold maximises Youden's J on the other folds' "
+                      "out-of-fold predictions; the held-out folds chose nothing"),
         ("kept epochs", ", ".join(str(e) for e in summary["kept_epochs"])
                         + (" (the last of each fold: --patience 0)" if not config.patience
                            else f" (the best inner {selection_name(False)} of each fold)")),

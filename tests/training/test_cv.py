@@ -30,11 +30,9 @@ def _grouped_data(root: Path, group_of) -> Path:
     return data
 
 
-@pytest.fixture(scope="module")
-def cv_run(tmp_path_factory):
-    """One 2-fold CV on 16 generated photos in 8 groups of 2 (one of each class per group), with
+def _spied_cv(root: Path, **knobs) -> dict:
+    """A 2-fold CV on 16 generated photos in 8 groups of 2 (one of each class per group), with
     spies on what training validates on and what the held-out scoring sees."""
-    root = tmp_path_factory.mktemp("cv")
     data = _grouped_data(root / "kaggle", lambda n: f"photo{(n - 1) // 2}")
     calls: dict[str, list] = {"train_split": [], "validated": [], "held_out": []}
     real_train_split, real_split_images = cv.train_split, fit_module.split_images
@@ -57,11 +55,17 @@ def cv_run(tmp_path_factory):
         mp.setattr(cv, "train_split", train_split_spy)
         mp.setattr(fit_module, "split_images", split_images_spy)
         mp.setattr(cv, "score_held_out", score_spy)
-        summary = fit(tiny_config(data, out, epochs=2, patience=5, folds=2,
-                                  group_column="source_image", group_file=data / "meta.csv"))
+        summary = fit(tiny_config(data, out, epochs=2, folds=2, group_column="source_image",
+                                  group_file=data / "meta.csv", **knobs))
     rows = list(csv.DictReader((out / "oof_predictions.csv").open()))
     return {"data": data, "out": out, "summary": summary, "rows": rows, "calls": calls,
             "saved": json.loads((out / "cv.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory):
+    """Early stopping (--patience 5): each fold holds out an inner validation split."""
+    return _spied_cv(tmp_path_factory.mktemp("cv"), patience=5)
 
 
 def test_oof_csv_has_every_image_once_and_folds_keep_groups_whole(cv_run):
@@ -169,7 +173,7 @@ def test_printed_summary_puts_the_pooled_figure_first(cv_run, tmp_path, capsys):
 def test_a_fold_too_small_for_the_inner_split_fails_before_training(tmp_path):
     data = _grouped_data(tmp_path / "kaggle", lambda n: f"photo{n % 4}")  # 4 groups, 2 folds
     out = tmp_path / "cv"
-    with pytest.raises(DataError) as err:
+    with pytest.raises(DataError) as err:  # (early stopping: the epoch needs an inner split)
         fit(tiny_config(data, out, epochs=1, folds=2, group_column="source_image",
                         group_file=data / "meta.csv"))
     # It names the flag that failed, and the --val-fraction that would work, not an internal
@@ -201,3 +205,87 @@ def test_grouped_bootstrap_resamples_groups_and_is_seeded():
     assert by_group["high"] - by_group["low"] > 1.5 * (by_image["high"] - by_image["low"])
     assert grouped_bootstrap_auc(y, p, groups, seed=1) == by_group
     assert grouped_bootstrap_auc(y, p, groups, seed=2) != by_group
+
+
+def test_a_fold_too_small_for_an_inner_split_trains_under_the_fixed_schedule(tmp_path):
+    """The fixed schedule needs no inner split, so the folds that refused above train."""
+    data = _grouped_data(tmp_path / "kaggle", lambda n: f"photo{n % 4}")
+    summary = fit(tiny_config(data, tmp_path / "cv", epochs=1, folds=2, patience=0,
+                              group_column="source_image", group_file=data / "meta.csv"))
+    assert summary["inner_split"] is False and len(summary["roc_auc_per_fold"]) == 2
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """The fixed schedule (--patience 0): no inner validation split."""
+    return _spied_cv(tmp_path_factory.mktemp("cv-whole"), patience=0)
+
+
+def test_fixed_schedule_folds_train_on_all_of_their_training_part(whole_run):
+    calls, saved = whole_run["calls"], whole_run["saved"]
+    for (train_idx, val_idx, held), detail in zip(calls["train_split"], saved["folds_detail"],
+                                                  strict=True):
+        assert len(val_idx) == 0
+        assert set(train_idx) | set(held) == set(range(16))
+        assert not set(train_idx) & set(held)
+        assert (detail["train_size"], detail["val_size"]) == (len(train_idx), 0)
+    assert calls["validated"] == []  # nothing scored during training: nothing to choose
+    assert saved["inner_split"] is False
+    assert saved["kept_epochs"] == saved["best_epochs"] == [2, 2]  # the last epoch
+    assert saved["selection_roc_auc_per_fold"] == [None, None]
+    assert "trained on all of its training part" in saved["oof"]["selection"]
+    assert (whole_run["out"] / "training_curves.png").stat().st_size > 0
+
+
+def test_fixed_schedule_fold_thresholds_come_from_the_other_folds(whole_run):
+    """Fold k's checkpoint threshold maximises Youden's J on the out-of-fold predictions of the
+    other folds, never on its own held-out photos; its held-out figures are taken there."""
+    rows, saved = whole_run["rows"], whole_run["saved"]
+    fold = np.array([int(r["fold"]) for r in rows])
+    y = np.array([int(r["label"]) for r in rows])
+    p = np.array([float(r["probability"]) for r in rows])
+    for k, detail in enumerate(saved["folds_detail"], start=1):
+        expected = youden_threshold(y[fold != k], p[fold != k])
+        meta = read_metadata(whole_run["out"] / f"fold{k}.safetensors")
+        assert meta.threshold == pytest.approx(expected)
+        assert meta.metrics["threshold_method"] == "youden_j"
+        assert "out-of-fold predictions of the other 1 folds (8 images" in \
+            meta.metrics["threshold_chosen_on"]
+        assert meta.metrics["validation"] is None
+        assert detail["held_out"]["threshold"] == pytest.approx(expected)
+        assert detail["held_out"]["count"] == 8
+
+
+def test_fixed_schedule_summary_says_no_inner_split(whole_run, tmp_path, capsys):
+    from training.summary import cv_end_lines
+
+    config = tiny_config(whole_run["data"], tmp_path, folds=2, patience=0,
+                         group_column="source_image")
+    lines = cv_end_lines(config, whole_run["saved"], 1.0, {})
+    selection = next(line for line in lines if line.startswith("  selection"))
+    assert "each fold trained on all of its training part" in selection
+    assert "other folds' out-of-fold predictions" in selection
+
+
+def test_fixed_schedule_fold_line_says_all_of_the_rest_trains(tmp_path):
+    from training.summary import split_rows
+
+    config = tiny_config(tmp_path, tmp_path, folds=5, patience=0, group_column="g")
+    groups = [f"g{i // 2}" for i in range(10)]
+    rows = dict(split_rows(config, groups, np.arange(8), np.zeros(0, dtype=int), 1,
+                           held_out=np.arange(8, 10)))
+    assert rows["split"].startswith("fold 1 of 5: 2 held out (scored once at the end); the "
+                                    "other 8 all train (fixed schedule")
+    assert "4 train / 1 held-out groups" in rows["groups"]
+
+
+def test_resume_refuses_a_fold_state_made_with_the_other_split(tmp_path):
+    data = _grouped_data(tmp_path / "kaggle", lambda n: f"photo{(n - 1) // 2}")
+    out = tmp_path / "cv"
+    knobs = dict(epochs=1, patience=0, folds=2, group_column="source_image",
+                 group_file=data / "meta.csv", keep_train_state=True)
+    fit(tiny_config(data, out, fold_inner_split=True, **knobs))
+    from training.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="an inner validation split in each fold"):
+        fit(tiny_config(data, out, resume=True, **knobs))
