@@ -217,8 +217,8 @@ def test_a_fold_too_small_for_an_inner_split_trains_under_the_fixed_schedule(tmp
 
 @pytest.fixture(scope="module")
 def whole_run(tmp_path_factory):
-    """The fixed schedule (--patience 0): no inner validation split."""
-    return _spied_cv(tmp_path_factory.mktemp("cv-whole"), patience=0)
+    """The fixed schedule (--patience 0): no inner validation split; with --ensemble."""
+    return _spied_cv(tmp_path_factory.mktemp("cv-whole"), patience=0, ensemble=True)
 
 
 def test_fixed_schedule_folds_train_on_all_of_their_training_part(whole_run):
@@ -254,6 +254,17 @@ def test_fixed_schedule_fold_thresholds_come_from_the_other_folds(whole_run):
         assert meta.metrics["validation"] is None
         assert detail["held_out"]["threshold"] == pytest.approx(expected)
         assert detail["held_out"]["count"] == 8
+
+
+def test_fixed_schedule_ensemble_holds_the_folds_and_the_pooled_threshold(whole_run):
+    """The default way a user builds an ensemble: its members trained without inner splits."""
+    saved = whole_run["saved"]
+    meta = read_metadata(whole_run["out"] / "ensemble.safetensors")
+    assert meta.ensemble.members == 2
+    assert meta.threshold == pytest.approx(saved["threshold"])  # pooled out-of-fold
+    assert [m["held_out_roc_auc"] for m in meta.ensemble.member_info] == pytest.approx(
+        saved["roc_auc_per_fold"], nan_ok=True)
+    assert [m["epoch"] for m in meta.ensemble.member_info] == [2, 2]
 
 
 def test_fixed_schedule_summary_says_no_inner_split(whole_run, tmp_path, capsys):
