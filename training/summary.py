@@ -27,6 +27,7 @@ LEGEND = ("per epoch: training loss, validation loss / ROC AUC / accuracy, train
 MULTICLASS_LEGEND = ("per epoch: training loss, validation loss / macro one-vs-rest ROC AUC / "
                      "top-1 accuracy / macro-F1, training images/s, seconds; * = lowest "
                      "validation log loss so far")
+UNVALIDATED_LEGEND = "per epoch: training loss, training images/s, seconds (no validation split)"
 LAYOUTS = {"kaggle": "Kaggle layout: train/ + train_labels.csv", "folders": "one folder per class"}
 PRECISIONS = {"fp32": "fp32", "bf16": "bf16 mixed precision (autocast)",
               "fp16": "fp16 mixed precision (autocast, loss scaling)"}
@@ -152,13 +153,16 @@ def run_lines(config: FitConfig, *, groups: list[str] | None, train_idx, val_idx
                       f"{plural(config.warmup_epochs, 'epoch')}, then {config.schedule}"),
     ]
     rows += [(label, path) for label, path in outputs.items() if path is not None]
-    return [*_rows(rows), legend(multiclass, config.patience)]
+    return [*_rows(rows), legend(multiclass, config.patience, validated=len(val_idx) > 0)]
 
 
-def legend(multiclass: bool, patience: int) -> str:
-    """The line above the epochs: what they show, what "*" marks and which epoch is saved."""
+def legend(multiclass: bool, patience: int, *, validated: bool = True) -> str:
+    """The line above the epochs: what they show, what "*" marks and which epoch is saved
+    (``validated`` false: a cross-validation fold with no inner validation split)."""
     saved = (", checkpoint saved" if patience else
              "; the checkpoint is saved every epoch and the last one kept (--patience 0)")
+    if not validated:
+        return UNVALIDATED_LEGEND + saved
     return (MULTICLASS_LEGEND if multiclass else LEGEND) + saved
 
 

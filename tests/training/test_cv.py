@@ -288,6 +288,11 @@ def test_fixed_schedule_fold_line_says_all_of_the_rest_trains(tmp_path):
     assert rows["split"].startswith("fold 1 of 5: 2 held out (scored once at the end); the "
                                     "other 8 all train (fixed schedule")
     assert "4 train / 1 held-out groups" in rows["groups"]
+    from training.summary import legend
+
+    assert legend(False, 0, validated=False).startswith(
+        "per epoch: training loss, training images/s, seconds (no validation split)")
+    assert "validation" in legend(False, 0)
 
 
 def test_resume_refuses_a_fold_state_made_with_the_other_split(tmp_path):
