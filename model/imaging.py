@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from model.pixel_limit import DEFAULT_MAX_PIXELS, configured_max_pixels  # noqa: F401 (re-exported)
+# DEFAULT_MAX_PIXELS is imported from here by model.inspection, which may import only Pillow
+# and this module (tests/model/test_inspection.py keeps the admission path torch-free).
+from model.pixel_limit import DEFAULT_MAX_PIXELS, configured_max_pixels  # noqa: F401
 
 try:  # phone photos (HEIC/HEIF); optional at import so a broken wheel doesn't take the service down
     from pillow_heif import register_heif_opener

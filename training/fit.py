@@ -380,8 +380,9 @@ def split_images(prepared: PreparedData, idx: np.ndarray, threads: int) -> torch
 def resume_identity(config: FitConfig, fingerprint: str) -> dict[str, Any]:
     """What ``training.state.load_resumable`` compares on ``--resume``."""
     options = {k: getattr(config, k) for k in OPTION_KEYS}
-    # what a fold trains on, resolved: an older state (None) then never resumes the other way
-    options["fold_inner_split"] = config.inner_split_per_fold if config.folds > 1 else None
+    # Whether a validation split is held out, resolved (a plain fit always holds one out), so
+    # that a fold state never resumes training on the other set of photos.
+    options["fold_inner_split"] = config.inner_split_per_fold if config.folds > 1 else True
     if config.group_file is not None:  # the same file, however the path was written
         options["group_file"] = str(Path(config.group_file).resolve())
     return {"fingerprint": fingerprint, "arch": config.arch, "image_size": config.image_size,

@@ -59,9 +59,11 @@ OPTION_KEYS = ("positive_class", "seed", "val_fraction", "group_column", "group_
                "batch_size", "lr", "weight_decay", "warmup_epochs", "schedule", "freeze_epochs",
                "backbone_lr_scale", "ema_decay", "label_smoothing", "mixup", "augment",
                "fold_inner_split")
+# Options recorded since a later version: what a state written before then trained with.
+# (Every run held out a validation split then, the folds of a cross-validation too.)
+LEGACY_OPTIONS = {"mixup": 0.0, "fold_inner_split": True}
 DISPLAY_NAMES = {"fingerprint": "data (fingerprint)",
-                 "fold_inner_split": "an inner validation split in each fold (None: not "
-                                     "recorded, an older version)"}
+                 "fold_inner_split": "an inner validation split in each fold"}
 PROGRESS_KEYS = ("epoch", "history", "best_score", "best", "kept", "stale")
 
 
@@ -80,7 +82,8 @@ def load_resumable(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
     state = load_state(path)
     pairs = [(k, state.get(k), identity[k]) for k in IDENTITY_KEYS]
     if isinstance(state.get("options"), dict):
-        pairs += [(k, state["options"].get(k), identity["options"][k]) for k in OPTION_KEYS]
+        pairs += [(k, state["options"].get(k, LEGACY_OPTIONS.get(k)), identity["options"][k])
+                  for k in OPTION_KEYS]
     for key, theirs, ours in pairs:
         if theirs != ours:
             name = DISPLAY_NAMES.get(key, "--" + key.replace("_", "-"))

@@ -269,6 +269,30 @@ def test_cli_recipe_flags_reach_the_config():
         build_parser().parse_args(["fit", "--data", "d", "--output", "o", "--mixup", "-1"])
 
 
+def test_resume_accepts_a_state_written_before_mixup_and_fold_splits_were_recorded(
+        kaggle_data, tmp_path):
+    """A state from the version before (its options lack ``mixup`` and ``fold_inner_split``)
+    trained without mixup and with a validation split: resuming it is the same run."""
+    from training.state import save_state
+
+    out = tmp_path / "older.safetensors"
+    with pytest.raises(Killed):
+        fit(tiny_config(kaggle_data, out, epochs=2, keep_train_state=True),
+            on_epoch_end=_kill_after_first)
+    state = load_state(state_path(out))
+    del state["options"]["mixup"], state["options"]["fold_inner_split"]
+    save_state(state_path(out), state)
+    fit(tiny_config(kaggle_data, out, epochs=2, keep_train_state=True, resume=True))
+    assert load_state(state_path(out))["epoch"] == 2
+    with pytest.raises(TrainingError, match="was made with --mixup 0.0, this run has 0.2"):
+        fit(tiny_config(kaggle_data, out, epochs=2, mixup=0.2, resume=True))
+
+
+def _kill_after_first(epoch: int, record: dict) -> None:
+    if epoch == 1:
+        raise Killed
+
+
 def test_resume_with_ema_refuses_a_state_without_an_average(kaggle_data, tmp_path):
     out = tmp_path / "plain.safetensors"
     fit(tiny_config(kaggle_data, out, epochs=1, keep_train_state=True))
