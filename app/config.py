@@ -126,8 +126,10 @@ class Settings(BaseSettings):
         5.0,
         gt=0,
         le=600,
-        description="longest one image may take to decode; its process is killed and the image "
-        "gets 422 decode_timeout",
+        description="CPU time one image may use to decode (its decode process's, all threads); "
+        "then its process is killed and the image gets 422 decode_timeout. CPU time, not wall "
+        "time: an image that waited for a busy CPU is not refused as too costly (its wall time "
+        "is bounded by INVASIVE_REQUEST_TIMEOUT_S: 503, retryable)",
     )
     memory_budget_mb: int = Field(
         384,

@@ -6,7 +6,9 @@ few threads send costly images one after another (16-bit and huge PNGs, an 8000x
 progressive JPEG: the heavy lane's work, from ``tests/hostile/files.py``), and one client sends
 ordinary photos one after another. Reported per arm: the ordinary photos' latency, their wait
 for room in the memory budget (``timing.memory_wait_ms`` of each answer), their statuses, and
-what the heavy images got.
+what the heavy images got and how long they took. ``--busy-processes N`` runs N busy loops at
+normal priority beside each arm, standing in for other work on the host (a training run): the
+condition under which the heavy lane, niced, gets a sliver of a core.
 
     .venv/bin/python benchmarks/memory_reserve.py --out benchmarks/results/memory-reserve
 """
@@ -55,8 +57,14 @@ def heavy_stream(base_url: str, files: dict[str, bytes], offset: int, stop: thre
                 log.append((name, None, type(exc).__name__, time.monotonic() - started))
 
 
+BUSY_LOOP = (
+    "import sys, time\nend = time.monotonic() + float(sys.argv[1])\n"
+    "while time.monotonic() < end: pass"
+)
+
+
 def one_arm(checkpoint: Path, reserve: str, seconds: float, streams: int,
-            files: dict[str, bytes], photos: list[bytes]) -> dict[str, Any]:
+            files: dict[str, bytes], photos: list[bytes], busy: int = 0) -> dict[str, Any]:
     heavy_log: list = []
     ordinary: list[dict[str, Any]] = []
     with running_service(checkpoint, memory_reserve_percent=reserve, drain_seconds="0",
@@ -67,6 +75,9 @@ def one_arm(checkpoint: Path, reserve: str, seconds: float, streams: int,
                    for k in range(streams)]
         for thread in threads:
             thread.start()
+        # bounded: each ends by itself shortly after the arm
+        loops = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds + 5)])
+                 for _ in range(busy)]
         time.sleep(0.5)  # let the heavy streams start
         with httpx.Client(base_url=service.base_url, timeout=30) as client:
             deadline = time.monotonic() + seconds
@@ -83,6 +94,9 @@ def one_arm(checkpoint: Path, reserve: str, seconds: float, streams: int,
                     "code": None if response.status_code == 200 else body["error"]["code"],
                 })
             metrics = client.get("/metrics").text
+        for loop in loops:
+            loop.kill()
+            loop.wait()
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
@@ -105,9 +119,20 @@ def one_arm(checkpoint: Path, reserve: str, seconds: float, streams: int,
             "over_1s": sum(s > 1.0 for s in latencies),
         },
         "heavy": dict(Counter(f"{n}: {s} {c or ''}".strip() for n, s, c, _ in heavy_log)),
+        "heavy_seconds": {  # per answer: median and longest time to it
+            key: {"p50": statistics.median(times), "max": max(times)}
+            for key, times in _by_answer(heavy_log).items()
+        },
         "gave_way_total": next((float(line.split()[-1]) for line in metrics.splitlines()
                                 if line.startswith("invasive_memory_budget_gave_way_total")), None),
     }
+
+
+def _by_answer(log: list) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {}
+    for _, status, code, seconds in log:
+        times.setdefault(f"{status} {code or ''}".strip(), []).append(seconds)
+    return times
 
 
 def main() -> int:
@@ -117,6 +142,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--streams", type=int, default=3, help="threads sending heavy images")
+    parser.add_argument("--busy-processes", type=int, default=0,
+                        help="busy loops at normal priority beside each arm (other host load)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     files = expensive_files()
@@ -124,16 +151,19 @@ def main() -> int:
     runs = []
     for round_ in range(1, args.rounds + 1):
         for reserve in args.reserves.split(","):
-            result = one_arm(args.checkpoint, reserve, args.seconds, args.streams, files, photos)
+            result = one_arm(args.checkpoint, reserve, args.seconds, args.streams, files, photos,
+                             args.busy_processes)
             result["round"] = round_
             runs.append(result)
             o = result["ordinary"]
+            heavy_times = {k: (round(v["p50"], 2), round(v["max"], 2))
+                           for k, v in result["heavy_seconds"].items()}
             print(f"round {round_} reserve {reserve:>5}%: ordinary {o['sent']} sent "
                   f"{o['statuses']}, p50 {o['latency_s']['p50'] * 1000:.0f} ms, p99 "
                   f"{o['latency_s']['p99'] * 1000:.0f} ms, max {o['latency_s']['max']:.2f} s, "
                   f"over 1 s {o['over_1s']}, waited for memory {o['waited_for_memory']} "
                   f"(max {o['memory_wait_ms'] and round(o['memory_wait_ms']['max'])} ms); "
-                  f"heavy {result['heavy']}", flush=True)
+                  f"heavy {result['heavy']}; heavy seconds (p50, max) {heavy_times}", flush=True)
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                               capture_output=True).stdout.strip()
     args.out.mkdir(parents=True, exist_ok=True)

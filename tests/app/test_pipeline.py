@@ -216,6 +216,55 @@ def test_slow_decode_fails_alone_and_its_process_is_replaced(reference_classifie
     assert timeouts == 2
 
 
+def test_a_decode_that_waits_for_a_busy_cpu_is_not_refused_as_too_costly():
+    """422 decode_timeout tells the client its image is at fault, so the budget is CPU time.
+
+    A niced heavy-lane decode beside busy inference threads gets a sliver of a core: on wall
+    time a legitimate photo ran out of it and got 422 (4 times in one soak run). Here the
+    decode process is stopped mid-decode (SIGSTOP: the CPU starved outright) for longer than
+    its whole budget, then let go: it had used a fraction of its CPU time, so the image is
+    decoded; the old wall-time budget killed it and answered 422.
+    """
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from model.preprocessing import PreprocessSpec
+
+    slow = big_png(4000)  # 16 MP: a few hundred ms of CPU to decode, far under the budget
+
+    async def main():
+        lanes = DecodeLanes(PreprocessSpec(input_size=32), max_pixels=50_000_000,
+                            light_processes=1, heavy_processes=1, timeout_s=3.0)
+        await lanes.start()
+        try:
+            (pid,) = lanes._light._pool_manager.worker_manager.workers
+            decoder = psutil.Process(pid)
+            idle_cpu = sum(decoder.cpu_times()[:2])
+            decoding = asyncio.ensure_future(lanes.decode(slow, heavy=False))
+            deadline = time.monotonic() + 10
+            while sum(decoder.cpu_times()[:2]) < idle_cpu + 0.03:  # it is decoding now
+                assert time.monotonic() < deadline and not decoding.done()
+                await asyncio.sleep(0.005)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(4.0)  # more wall time than the whole budget
+                waited = not decoding.done()
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            pixels = await asyncio.wait_for(decoding, 30)
+            return waited, pixels.shape, lanes.timeouts
+        finally:
+            lanes.stop()
+
+    waited, shape, timeouts = asyncio.run(main())
+    assert waited, "the stopped decoder answered anyway"
+    assert shape == (32, 32, 3)
+    assert timeouts == 0
+
+
 def test_start_up_is_not_held_to_a_tight_decode_timeout():
     """Each decode process's first image also waits for the forkserver and its imports: that is
     not an image's cost, so INVASIVE_DECODE_TIMEOUT_S does not apply to the start-up decodes."""

@@ -134,7 +134,7 @@ def test_grace_period_covers_prestop_drain_and_requests_in_flight(overlay: str) 
         + settings.drain_seconds
         + CLOSING_MAX_S
         + settings.request_timeout_s
-        + settings.decode_timeout_s  # the lifespan shutdown's longest wait: a stuck decode
+        + settings.decode_timeout_s  # margin for the lifespan shutdown (decoders are killed)
     )
     grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
     assert grace >= needed, f"grace {grace} s < {needed} s (deployment.yaml explains the sum)"
