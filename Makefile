@@ -41,6 +41,9 @@ try:
 	  echo "== GET $$path"; curl -sS $(KEY) $(URL)$$path; echo; done
 	@echo "== POST /v1/predict  file=$(PHOTOS)/plot-17.jpg"
 	@curl -sS $(KEY) -F file=@$(PHOTOS)/plot-17.jpg $(URL)/v1/predict; echo
+	@echo "== POST /v1/predict  body=$(PHOTOS)/plot-17.jpg (Content-Type: image/jpeg)"
+	@curl -sS $(KEY) --data-binary @$(PHOTOS)/plot-17.jpg -H "Content-Type: image/jpeg" \
+	  $(URL)/v1/predict; echo
 	@echo "== POST /v1/predict/batch  files=plot-17.jpg, IMG_0042.HEIC, plot-18.jpg, notes.txt"
 	@curl -sS $(KEY) -F files=@$(PHOTOS)/plot-17.jpg -F files=@$(PHOTOS)/IMG_0042.HEIC \
 	  -F files=@$(PHOTOS)/plot-18.jpg -F files=@$(PHOTOS)/notes.txt $(URL)/v1/predict/batch; echo

@@ -1,4 +1,4 @@
-"""Read image files out of a multipart request without ever holding more than the limits allow.
+"""Read image files out of a request without ever holding more than the limits allow.
 
 Starlette's form parser spools every file to a temporary file before the endpoint runs, and can
 only cap the size of non-file fields. Here the body is streamed through python-multipart's parser
@@ -12,13 +12,17 @@ as it arrives (:mod:`app.admission`); other parts are dropped as they pass, coun
 towards the body limit. The multipart structure itself is bounded: boundary length, bytes of
 each part's headers, number of parts. A file sent under another field name is not stored; it
 makes the answer say which field to use.
+
+``POST /v1/predict`` also takes the image itself as the body (``Content-Type: image/*`` or
+``application/octet-stream``, as ``curl --data-binary`` and many phone HTTP clients send it):
+the same limits, deadlines and charging, with no multipart framing to parse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
@@ -119,6 +123,18 @@ def _body_over(declared: str | None, limit: int) -> str:
     )
 
 
+def _is_raw_image(content_type: bytes) -> bool:
+    return content_type.startswith(b"image/") or content_type == b"application/octet-stream"
+
+
+def _how_to_send(field_name: str, raw_body: bool) -> str:
+    multipart = f"send the image(s) as multipart/form-data in field {field_name!r}"
+    if not raw_body:
+        return multipart
+    return (f"{multipart}, or the image itself as the body with Content-Type image/jpeg (any "
+            "image/* or application/octet-stream)")
+
+
 def body_limit(max_files: int, max_file_bytes: int) -> int:
     """Largest request body that can carry ``max_files`` files of ``max_file_bytes`` each."""
     return max_files * (max_file_bytes + PART_OVERHEAD_BYTES) + PART_OVERHEAD_BYTES
@@ -133,21 +149,27 @@ async def read_uploads(
     receive_timeout_s: float,
     in_flight: UploadsInFlight | None = None,
     receive_idle_s: float | None = None,
+    raw_body: bool = False,
 ) -> list[Upload]:
     """The files sent as multipart field ``field_name``, in order.
 
-    Raises :class:`ApiError`: 415 not multipart; 413 body/file too large, too many files or
+    ``raw_body``: a body that is an image itself (``Content-Type: image/*`` or
+    ``application/octet-stream``) is also taken, as the one file (``max_files`` must be 1).
+
+    Raises :class:`ApiError`: 415 neither; 413 body/file too large, too many files or
     parts; 400 malformed body; 408 body not received within ``receive_timeout_s`` (or nothing of
     it for ``receive_idle_s``); 422 no file
-    in ``field_name``; 503 memory budget busy, or shutting down (``in_flight.end_all()``).
+    in ``field_name`` (an empty body); 503 memory budget busy, or shutting down
+    (``in_flight.end_all()``).
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    in_flight = in_flight or UploadsInFlight()
+    if raw_body and _is_raw_image(content_type):
+        assert max_files == 1, "a raw body carries one file"
+        return [await _read_raw(request, field_name, max_file_bytes, charge, receive_timeout_s,
+                                in_flight, receive_idle_s)]
     if content_type != b"multipart/form-data":
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"send the image(s) as multipart/form-data in field {field_name!r}",
-        )
+        raise ApiError(415, "unsupported_media_type", _how_to_send(field_name, raw_body))
     boundary = params.get(b"boundary")
     if not boundary:
         raise ApiError(400, "invalid_multipart", "multipart/form-data body without a boundary")
@@ -165,35 +187,105 @@ async def read_uploads(
         raise ApiError(413, "payload_too_large", _body_over(declared, limit))
 
     collector = _Collector(field_name, max_files, max_file_bytes)
-    received = charged = 0
+    charged = 0
+
+    async def take(chunk: bytes, received: int) -> None:
+        nonlocal charged
+        if received > limit:
+            raise ApiError(413, "payload_too_large", _body_over(None, limit))
+        parser.write(chunk)
+        # Only what is kept is charged: the wanted files' bytes. Other parts are dropped as
+        # they pass (a stalled 380 MB text field held the whole budget).
+        await charge.add(collector.kept - charged)
+        charged = collector.kept
+
     try:
-        # python-multipart has limits of its own (one header line 4,224 bytes, 8 per part)
-        # that end in a bare "malformed"; set well past ours, so ours answer with their reason
-        # (it checks a line's length before handing it over, so not just one byte past).
+        # python-multipart has limits of its own (one header line 4,224 bytes, 8 per part) that
+        # end in a bare "malformed"; set well past ours, so ours answer with their reason (it
+        # checks a line's length before handing it over, so not just one byte past).
         parser = MultipartParser(
             boundary,
             collector.callbacks(),
             max_header_size=8 * MAX_PART_HEADER_BYTES,
             max_header_count=MAX_PART_HEADERS + 1,
         )
-        # The whole body within one deadline: without it a client sending a byte now and then
-        # holds its connection, and what it sent stays charged to the memory budget, forever.
-        # And no long silence within it: a stalled client gives back what it holds in
-        # receive_idle_s, not only at the end of the whole upload's time.
-        in_flight = in_flight or UploadsInFlight()
-        started = asyncio.get_running_loop().time()
+        await _receive_body(request, take, receive_timeout_s, in_flight, receive_idle_s)
+        parser.finalize()
+    except FormParserError:
+        raise ApiError(
+            400, "invalid_multipart", "the multipart/form-data body is malformed"
+        ) from None
+    if not collector.finished:
+        raise ApiError(
+            400, "invalid_multipart", "the multipart/form-data body ends before its last boundary"
+        )
+    if not collector.uploads:
+        raise ApiError(422, "missing_file", collector.missing_file_message())
+    return collector.uploads
+
+
+async def _read_raw(
+    request: Request,
+    field_name: str,
+    max_file_bytes: int,
+    charge: Charge,
+    receive_timeout_s: float,
+    in_flight: UploadsInFlight,
+    receive_idle_s: float | None,
+) -> Upload:
+    """The body itself as the one file; its name from ``Content-Disposition``, if sent."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_file_bytes:
+        raise ApiError(413, "file_too_large", _raw_over(declared, max_file_bytes))
+    data = bytearray()
+
+    async def take(chunk: bytes, received: int) -> None:
+        if received > max_file_bytes:
+            raise ApiError(413, "file_too_large", _raw_over(None, max_file_bytes))
+        data.extend(chunk)
+        await charge.add(len(chunk))
+
+    await _receive_body(request, take, receive_timeout_s, in_flight, receive_idle_s)
+    if not data:
+        raise ApiError(
+            422,
+            "missing_file",
+            f"the request body is empty: send the image as the body (curl --data-binary "
+            f"@photo.jpg -H 'Content-Type: image/jpeg' ...) or as multipart field "
+            f"{field_name!r} (curl -F {field_name}=@photo.jpg ...)",
+        )
+    _, options = parse_options_header(request.headers.get("content-disposition", ""))
+    filename = options.get(b"filename")
+    return Upload(filename.decode("utf-8", "replace") if filename else None, bytes(data))
+
+
+def _raw_over(declared: str | None, limit: int) -> str:
+    size = f"of {declared} bytes " if declared else ""
+    return f"the image {size}is over the limit of {limit} bytes (INVASIVE_MAX_UPLOAD_BYTES)"
+
+
+async def _receive_body(
+    request: Request,
+    take: Callable[[bytes, int], Awaitable[None]],
+    receive_timeout_s: float,
+    in_flight: UploadsInFlight,
+    receive_idle_s: float | None,
+) -> None:
+    """Hand each chunk of the body to ``take`` (with the bytes received so far) in time.
+
+    The whole body within one deadline: without it a client sending a byte now and then holds
+    its connection, and what it sent stays charged to the memory budget, forever. And no long
+    silence within it: a stalled client gives back what it holds in ``receive_idle_s``, not
+    only at the end of the whole upload's time.
+    """
+    received = 0
+    started = asyncio.get_running_loop().time()
+    try:
         async with in_flight.deadline(receive_timeout_s, receive_idle_s) as alive:
             async for chunk in request.stream():
                 alive()
                 received += len(chunk)
-                if received > limit:
-                    raise ApiError(413, "payload_too_large", _body_over(None, limit))
-                parser.write(chunk)
-                # Only what is kept is charged: the wanted files' bytes. Other parts are
-                # dropped as they pass (a stalled 380 MB text field held the whole budget).
-                await charge.add(collector.kept - charged)
-                charged = collector.kept
-        parser.finalize()
+                await take(chunk, received)
     except TimeoutError:
         if in_flight.closing:
             raise _shutting_down() from None
@@ -212,19 +304,8 @@ async def read_uploads(
             f"the upload took over {receive_timeout_s:g} s (INVASIVE_RECEIVE_TIMEOUT_S); "
             f"{received} bytes arrived",
         ) from None
-    except FormParserError:
-        raise ApiError(
-            400, "invalid_multipart", "the multipart/form-data body is malformed"
-        ) from None
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client went away mid-upload") from None
-    if not collector.finished:
-        raise ApiError(
-            400, "invalid_multipart", "the multipart/form-data body ends before its last boundary"
-        )
-    if not collector.uploads:
-        raise ApiError(422, "missing_file", collector.missing_file_message())
-    return collector.uploads
 
 
 class _Collector:

@@ -18,24 +18,18 @@ router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(require
 _ERRORS = error_responses(400, 401, 408, 413, 415, 422, 503)
 
 
-def _multipart_request_body(field: str, many: bool) -> dict:
+def _upload_request_body(field: str, many: bool) -> dict:
     """OpenAPI for the upload: the route reads the body itself (see app.uploads)."""
     binary = {"type": "string", "format": "binary"}
     schema = {"type": "array", "items": binary} if many else binary
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": [field],
-                        "properties": {field: schema},
-                    }
-                }
-            },
+    content: dict = {
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": [field], "properties": {field: schema}}
         }
     }
+    if not many:  # the image itself as the body
+        content |= {"image/*": {"schema": binary}, "application/octet-stream": {"schema": binary}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _prediction_body(
@@ -63,13 +57,14 @@ def _prediction_body(
     "/predict",
     summary="Score one photo",
     description="Send one image (JPEG, PNG, WebP or HEIC; the format is read from the bytes) "
-    "as multipart field `file`. Returns the label, the probability of the invasive class, "
-    "every class's probability, the checkpoint's threshold, the model id and timings. For a "
-    "multi-class model the label is the top class, `probability` its probability, and "
-    "`invasive` and `threshold` are null.",
+    "as multipart field `file`, or as the request body itself with `Content-Type: image/jpeg` "
+    "(any `image/*`, or `application/octet-stream`). Returns the label, the probability of "
+    "the invasive class, every class's probability, the checkpoint's threshold, the model id "
+    "and timings. For a multi-class model the label is the top class, `probability` its "
+    "probability, and `invasive` and `threshold` are null.",
     response_model=PredictionResponse,
     responses=_ERRORS,
-    openapi_extra=_multipart_request_body("file", many=False),
+    openapi_extra=_upload_request_body("file", many=False),
 )
 async def predict(
     request: Request,
@@ -81,6 +76,7 @@ async def predict(
         uploads = await read_uploads(
             request, "file", 1, runtime.settings.max_upload_bytes, charge,
             runtime.settings.receive_timeout_s, runtime.uploads, runtime.settings.receive_idle_s,
+            raw_body=True,
         )
         (outcome,) = await unless_client_leaves(
             request.receive, pipeline.predict([uploads[0].data], charge)
@@ -98,7 +94,7 @@ async def predict(
     "its own error and does not fail the others.",
     response_model=BatchResponse,
     responses=_ERRORS,
-    openapi_extra=_multipart_request_body("files", many=True),
+    openapi_extra=_upload_request_body("files", many=True),
 )
 async def predict_batch(
     request: Request,

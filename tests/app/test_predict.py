@@ -165,11 +165,63 @@ def test_missing_file_field_is_422(client):
     assert_error(response, 422, "missing_file")
 
 
-def test_non_multipart_body_is_415(client):
+@pytest.mark.parametrize("content_type", ["image/jpeg", "image/png", "application/octet-stream"])
+def test_the_image_itself_as_the_body_is_scored_like_a_multipart_upload(
+    client, reference_classifier, content_type
+):
+    """curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg', as many phone HTTP clients
+    send a photo: the same answer as the multipart upload (the format comes from the bytes, so
+    a mislabelled type does not matter)."""
+    data = jpeg_bytes(seed=8)
+    raw = client.post("/v1/predict", content=data, headers={"content-type": content_type})
+    assert raw.status_code == 200, raw.text
+    body = raw.json()
+    assert body == post_file(client, data).json() | {"timing": body["timing"]}
+    assert list(body["probabilities"].values()) == pytest.approx(
+        expected_probabilities(reference_classifier, data), abs=1e-4
+    )
+
+
+def test_a_raw_body_that_is_not_an_image_gets_what_the_same_upload_gets(client):
+    text = b"these are not the pixels you are looking for"
+    raw = client.post("/v1/predict", content=text, headers={"content-type": "image/jpeg"})
+    assert raw.status_code == post_file(client, text).status_code == 415
+    assert raw.json() == post_file(client, text).json()
+
+
+def test_an_empty_raw_body_is_422_saying_how_to_send_the_photo(client):
+    response = client.post("/v1/predict", content=b"", headers={"content-type": "image/jpeg"})
+    assert_error(response, 422, "missing_file")
+    assert "--data-binary" in response.json()["error"]["message"]
+
+
+def test_a_body_of_another_type_is_415_naming_both_ways_to_send_a_photo(client):
     response = client.post(
-        "/v1/predict", content=jpeg_bytes(), headers={"content-type": "image/jpeg"}
+        "/v1/predict", content=b'{"image": "..."}', headers={"content-type": "application/json"}
     )
     assert_error(response, 415, "unsupported_media_type")
+    message = response.json()["error"]["message"]
+    assert "multipart/form-data in field 'file'" in message and "image/jpeg" in message
+
+
+def test_the_batch_endpoint_takes_multipart_only(client):
+    """Several photos need framing: a raw body there is 415, naming the field to use."""
+    response = client.post(
+        "/v1/predict/batch", content=jpeg_bytes(), headers={"content-type": "image/jpeg"}
+    )
+    assert_error(response, 415, "unsupported_media_type")
+    assert response.json()["error"]["message"] == (
+        "send the image(s) as multipart/form-data in field 'files'"
+    )
+
+
+def test_a_raw_body_over_the_upload_limit_is_413_before_it_is_read(client_for):
+    small = client_for(max_upload_bytes=1000)
+    response = small.post(
+        "/v1/predict", content=jpeg_bytes(), headers={"content-type": "image/jpeg"}
+    )
+    assert_error(response, 413, "file_too_large")
+    assert "INVASIVE_MAX_UPLOAD_BYTES" in response.json()["error"]["message"]
 
 
 def test_malformed_multipart_is_400(client):

@@ -36,11 +36,13 @@ class StreamedRequest:
         chunk: int = 1024,
         content_length: int | None = None,
         delay_s: float = 0.0,
+        content_type: str = f"multipart/form-data; boundary={BOUNDARY}",
+        extra_headers: tuple[tuple[bytes, bytes], ...] = (),
     ):
         self.chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
         self.pulled = 0
         self.delay_s = delay_s  # before each chunk: a slow client
-        headers = [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode())]
+        headers = [(b"content-type", content_type.encode()), *extra_headers]
         if content_length is not None:
             headers.append((b"content-length", str(content_length).encode()))
         scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
@@ -63,6 +65,7 @@ def read(
     budget: MemoryBudget | None = None,
     receive_timeout_s: float = 60.0,
     receive_idle_s: float | None = None,
+    raw_body: bool = False,
 ):
     budget = budget or MemoryBudget(1 << 30, wait_s=0.0)
 
@@ -70,7 +73,7 @@ def read(
         async with budget.charge() as charge:
             uploads = await read_uploads(
                 streamed.request, field, max_files, max_bytes, charge, receive_timeout_s,
-                receive_idle_s=receive_idle_s,
+                receive_idle_s=receive_idle_s, raw_body=raw_body,
             )
             assert budget.in_use >= sum(len(u.data) for u in uploads), "received bytes charged"
             return uploads
@@ -262,3 +265,50 @@ def test_a_slow_body_within_the_deadline_is_read_whole():
     body = multipart(("file", "a.jpg", b"x" * 1000))
     (upload,) = read(StreamedRequest(body, chunk=200, delay_s=0.02), receive_timeout_s=5.0)
     assert upload.data == b"x" * 1000
+
+
+def raw(body: bytes, **kwargs) -> StreamedRequest:
+    """The image itself as the body (``curl --data-binary``)."""
+    return StreamedRequest(body, content_type="image/jpeg", **kwargs)
+
+
+def test_a_raw_body_is_the_one_file_with_its_name_from_content_disposition():
+    data = bytes(range(256)) * 20
+    disposition = ((b"content-disposition", b'attachment; filename="plot 7.jpg"'),)
+    (upload,) = read(raw(data, chunk=700, extra_headers=disposition), raw_body=True)
+    assert (upload.filename, upload.data) == ("plot 7.jpg", data)
+    (unnamed,) = read(raw(data), raw_body=True)
+    assert unnamed.filename is None
+
+
+def test_a_raw_body_is_refused_where_raw_bodies_are_not_taken():
+    err = error_of(raw(b"x" * 100))  # the batch endpoint: multipart only
+    assert (err.status, err.code) == (415, "unsupported_media_type")
+
+
+def test_a_raw_body_over_the_limit_is_refused_before_or_while_it_streams():
+    declared = raw(b"x" * 50_000, content_length=50_000)
+    err = error_of(declared, max_bytes=10_000, raw_body=True)
+    assert (err.status, err.code) == (413, "file_too_large")
+    assert declared.pulled == 0, "not a single body chunk may be read"
+    chunked = raw(b"x" * 500_000, chunk=1024)
+    err = error_of(chunked, max_bytes=10_000, raw_body=True)
+    assert (err.status, err.code) == (413, "file_too_large")
+    assert chunked.pulled < 20, f"read {chunked.pulled} of {len(chunked.chunks)} chunks"
+
+
+def test_a_raw_body_bigger_than_the_memory_budget_is_413_and_gives_its_charge_back():
+    budget = MemoryBudget(5_000, wait_s=0.0)
+    err = error_of(raw(b"x" * 8_000, chunk=1000), budget=budget, raw_body=True)
+    assert err.status == 413
+    assert budget.in_use == 0
+
+
+def test_a_raw_body_trickling_past_the_receive_deadline_is_408():
+    budget = MemoryBudget(1 << 30, wait_s=0.0)
+    slow = raw(b"x" * 4000, chunk=100, delay_s=0.05)  # ~2 s for the whole body
+    started = time.monotonic()
+    err = error_of(slow, receive_timeout_s=0.5, budget=budget, raw_body=True)
+    assert (err.status, err.code) == (408, "receive_timeout")
+    assert time.monotonic() - started < 1.5
+    assert budget.in_use == 0
