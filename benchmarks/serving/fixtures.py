@@ -31,6 +31,8 @@ class PayloadSet:
     body_dir: Path  # body_000.bin ... as the Lua script expects
     images: list[bytes]  # the raw files, for the in-process ceiling
     content_type: str
+    raw: bool = False  # the bodies are the images themselves, not multipart
+
 
     @property
     def count(self) -> int:
@@ -82,13 +84,15 @@ def reencode(src: Path, size: tuple[int, int], quality: int = 90) -> bytes:
 
 
 def write_payload_set(
-    name: str, images: list[bytes], names: list[str], work_dir: Path
+    name: str, images: list[bytes], names: list[str], work_dir: Path, raw: bool = False
 ) -> PayloadSet:
     body_dir = work_dir / name
     body_dir.mkdir(parents=True, exist_ok=True)
     for i, (data, filename) in enumerate(zip(images, names, strict=True)):
-        (body_dir / f"body_{i:03d}.bin").write_bytes(multipart_body("file", filename, data))
-    return PayloadSet(name=name, body_dir=body_dir, images=images, content_type=content_type())
+        body = data if raw else multipart_body("file", filename, data)
+        (body_dir / f"body_{i:03d}.bin").write_bytes(body)
+    return PayloadSet(name=name, body_dir=body_dir, images=images,
+                      content_type="image/jpeg" if raw else content_type(), raw=raw)
 
 
 def build_payload_sets(
@@ -101,6 +105,11 @@ def build_payload_sets(
         with Image.open(photos[0]) as first:
             w, h = first.size
         sets.append(write_payload_set(f"photo-{w}x{h}", images, names, work_dir))
+    if "photo-raw" in kinds:
+        images = [p.read_bytes() for p in photos]
+        with Image.open(photos[0]) as first:
+            w, h = first.size
+        sets.append(write_payload_set(f"photo-{w}x{h}-raw", images, names, work_dir, raw=True))
     if "phone" in kinds:
         images = [reencode(p, PHONE_SIZE) for p in photos]
         w, h = PHONE_SIZE

@@ -39,6 +39,7 @@ class ServerSpec:
     # INVASIVE_PROCESSES=N listens N times (SO_REUSEPORT), each once warm; measuring after the
     # first would load the first process with what N are meant to share
     listeners: int = 1
+    raw_bodies: bool = False  # takes the image itself as the body (ours only)
 
     def url(self, path: str) -> str:
         return f"http://{HOST}:{self.port}{path}"

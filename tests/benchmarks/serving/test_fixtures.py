@@ -48,6 +48,14 @@ def test_payload_sets_hold_original_and_phone_sized_uploads(photo_dir, tmp_path)
     assert b'name="file"; filename="p2.jpg"' in body
 
 
+def test_raw_payload_bodies_are_the_photos_themselves(photo_dir, tmp_path):
+    photos = find_photos(photo_dir)
+    (raw,) = build_payload_sets(photos, tmp_path / "work", kinds=("photo-raw",))
+    assert (raw.name, raw.content_type, raw.raw) == ("photo-80x60-raw", "image/jpeg", True)
+    bodies = sorted(raw.body_dir.glob("body_*.bin"))
+    assert [b.read_bytes() for b in bodies] == [p.read_bytes() for p in photos] == raw.images
+
+
 def test_reencode_keeps_the_picture(photo_dir):
     data = reencode(photo_dir / "p2.jpg", (160, 120))
     with Image.open(io.BytesIO(data)) as img:
