@@ -19,7 +19,7 @@ from app.runtime import ServiceRuntime
 from app.server import CloseConnectionsWhileDraining
 
 DESCRIPTION = """
-Detects invasive plants in field photos. POST a photo (JPEG, PNG, WebP or HEIC) and get the
+Detects invasive plants in field photos. POST a photo (JPEG, PNG, WebP, HEIC or AVIF) and get the
 probability that it shows the invasive species, scored by the checkpoint this service was
 started with (see `GET /v1/model`).
 

@@ -95,7 +95,7 @@ class BatchResponse(BaseModel):
                             "error": {
                                 "code": "unsupported_media_type",
                                 "message": "the file is not an image in a supported format "
-                                "(JPEG, PNG, WebP, HEIC, GIF, BMP, TIFF)",
+                                "(JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP, TIFF)",
                             },
                         },
                     ],

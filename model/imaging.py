@@ -35,7 +35,11 @@ except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
 # while the inspection thread opens others) and could leave "ignore every warning" behind.
 warnings.filterwarnings("ignore", module=r"PIL\.")
 
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "HEIF", "HEIC", "BMP", "TIFF", "GIF", "MPO"})
+# AVIF: Pillow's own plugin (11.3+, its wheels bundle libavif); open_formats() leaves it out
+# where the installed Pillow has none, and such a file is then refused as unsupported.
+SUPPORTED_FORMATS = frozenset(
+    {"JPEG", "PNG", "WEBP", "HEIF", "HEIC", "AVIF", "BMP", "TIFF", "GIF", "MPO"}
+)
 
 
 @functools.cache
@@ -102,7 +106,8 @@ def unsupported_format_error(prefix: bytes) -> ImageDecodeError:
             )
     return ImageDecodeError(
         "unsupported_media_type",
-        "the file is not an image in a supported format (JPEG, PNG, WebP, HEIC, GIF, BMP, TIFF)",
+        "the file is not an image in a supported format (JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP, "
+        "TIFF)",
         status=415,
     )
 

@@ -281,6 +281,8 @@ def _sniff(data: bytes) -> str | None:
         return "BMP"
     if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
         return "HEIF"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
+        return "AVIF"
     return None
 
 
@@ -799,8 +801,9 @@ def _estimate_decode_bytes(img: Image.Image, data_len: int, facts: _Facts) -> in
     4000x3000 JPEG 92.0 vs 101.7, with min_size=224 2.0 vs 7.1, progressive with min_size=224
     35.6 vs 41.1 (coefficient buffer); 16-bit PNG 3000x3000 240.4 vs 253.4, 7000x7000 1215.6
     vs 1375.1; 2000x2000 RGBA PNG 76.3 vs 81.9, P with transparency 80.2 vs 85.4; 1x5,000,000
-    PNG 100.0 vs 106.2 (row pointers); 3000x2000 WebP 92.2 vs 97.7, HEIC 47.4 vs 73.9, deflate
-    TIFF 45.9 vs 50.8; 2000x2000 GIF 19.1 vs 23.5.
+    PNG 100.0 vs 106.2 (row pointers); 3000x2000 WebP 92.2 vs 97.7, HEIC 47.4 vs 73.9, AVIF
+    64.4 vs 97.3 (the default 12P for its decoder), deflate TIFF 45.9 vs 50.8; 2000x2000 GIF 19.1
+    vs 23.5.
     """
     width, height = img.size
     pixels = width * height

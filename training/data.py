@@ -26,10 +26,11 @@ from training.archives import extract_kaggle_archives
 from training.errors import DataError, list_offenders
 
 # The names of the formats the service decodes (model.imaging.SUPPORTED_FORMATS: JPEG, MPO,
-# PNG, WebP, HEIC/HEIF, BMP, TIFF, GIF); a test keeps the two in step. A photo named otherwise
-# is not looked for (the service sniffs the bytes, but a folder also holds CSVs and notes).
+# PNG, WebP, HEIC/HEIF, AVIF, BMP, TIFF, GIF); a test keeps the two in step. A photo named
+# otherwise is not looked for (the service sniffs the bytes, but a folder also holds CSVs and
+# notes).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".webp", ".heic", ".heif",
-                  ".bmp", ".tif", ".tiff", ".gif")
+                  ".avif", ".bmp", ".tif", ".tiff", ".gif")
 EMPTY_FILE = "the file is empty"  # the service's empty_file, in words for a file on disk
 LABELS_FILE = "train_labels.csv"
 KAGGLE_CLASS_NAMES = ["not_invasive", "invasive"]

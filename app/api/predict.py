@@ -56,7 +56,7 @@ def _prediction_body(
 @router.post(
     "/predict",
     summary="Score one photo",
-    description="Send one image (JPEG, PNG, WebP or HEIC; the format is read from the bytes) "
+    description="Send one image (JPEG, PNG, WebP, HEIC or AVIF; the format is read from the bytes) "
     "as multipart field `file`, or as the request body itself with `Content-Type: image/jpeg` "
     "(any `image/*`, or `application/octet-stream`). Returns the label, the probability of "
     "the invasive class, every class's probability, the checkpoint's threshold, the model id "

@@ -6,10 +6,12 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from tests.app.conftest import expected_probabilities
 from tests.app.images import encode, image_in_mode, jpeg_bytes, photo, png_bomb_header
+
+NEEDS_AVIF = pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF")
 
 
 def post_file(client, data: bytes, filename: str = "photo.jpg", content_type: str = "image/jpeg"):
@@ -55,6 +57,7 @@ def test_predict_returns_label_probabilities_threshold_model_and_timing(
         ("PNG", {}),
         ("WEBP", {"quality": 90}),
         ("HEIF", {"quality": 90}),
+        pytest.param("AVIF", {"quality": 90}, marks=NEEDS_AVIF),
         ("GIF", {}),  # accepted: decoded as its first frame
         ("BMP", {}),
         ("TIFF", {}),
@@ -145,6 +148,16 @@ def test_truncated_jpeg_is_422(client):
 def test_decompression_bomb_is_refused_by_pixel_limit(client):
     # Claims 60000 x 60000 = 3.6 gigapixels in a few hundred bytes.
     assert_error(post_file(client, png_bomb_header(60000, 60000)), 413, "image_too_large")
+
+
+@NEEDS_AVIF
+def test_an_avif_over_the_pixel_limit_is_refused_from_its_header(client_for):
+    """AVIF is decoded by libavif in the heavy lane; its size comes from the header first."""
+    data = encode(photo((320, 240), seed=2), "AVIF")
+    response = client_for(max_image_pixels=10_000).post(
+        "/v1/predict", content=data, headers={"content-type": "image/avif"}
+    )
+    assert_error(response, 413, "image_too_large")
 
 
 def test_pixel_limit_is_configurable(client_for):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from model import inspection
 from model.imaging import ImageDecodeError, decode_image
@@ -146,6 +146,10 @@ def refused(data: bytes, **kwargs) -> ImageDecodeError:
         ("gif", encode(photo(), "GIF"), "GIF", "P"),
         ("bmp", encode(photo(), "BMP"), "BMP", "RGB"),
         ("heic", encode(photo(), "HEIF"), "HEIF", "RGB"),
+        pytest.param(
+            "avif", encode(photo(), "AVIF") if features.check("avif") else b"", "AVIF", "RGB",
+            marks=pytest.mark.skipif(not features.check("avif"), reason="no AVIF in this Pillow"),
+        ),
     ],
 )
 def test_normal_files_are_priced_and_then_decode(name, data, fmt, mode):

@@ -68,7 +68,7 @@ def test_predict_replaces_an_old_csv_and_makes_a_folder_named_with_a_slash(
 
 def test_image_suffixes_cover_every_format_the_service_reads():
     by_format = {"JPEG": ".jpg", "MPO": ".mpo", "PNG": ".png", "WEBP": ".webp", "HEIF": ".heif",
-                 "HEIC": ".heic", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
+                 "HEIC": ".heic", "AVIF": ".avif", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
     assert set(by_format) == SUPPORTED_FORMATS  # a new format needs its suffix here too
     assert {*by_format.values(), ".jpe", ".jfif", ".jpeg", ".tiff"} <= set(IMAGE_SUFFIXES)
 

@@ -22,7 +22,7 @@
 
   // What each of the service's error codes means for someone standing in a field.
   const PLAIN_WORDS = {
-    unsupported_media_type: "This file is not a photo the service can read. Send a JPEG, PNG, WebP or HEIC photo.",
+    unsupported_media_type: "This file is not a photo the service can read. Send a JPEG, PNG, WebP, HEIC or AVIF photo.",
     corrupt_image: "This photo is damaged or incomplete. Take it again.",
     empty_file: "This file is empty.",
     image_too_large: "This image is too large for the service.",
