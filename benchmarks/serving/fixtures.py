@@ -100,16 +100,13 @@ def build_payload_sets(
 ) -> list[PayloadSet]:
     names = [p.name for p in photos]
     sets = []
+    originals = [p.read_bytes() for p in photos]
+    with Image.open(photos[0]) as first:
+        w, h = first.size
     if "photo" in kinds:
-        images = [p.read_bytes() for p in photos]
-        with Image.open(photos[0]) as first:
-            w, h = first.size
-        sets.append(write_payload_set(f"photo-{w}x{h}", images, names, work_dir))
-    if "photo-raw" in kinds:
-        images = [p.read_bytes() for p in photos]
-        with Image.open(photos[0]) as first:
-            w, h = first.size
-        sets.append(write_payload_set(f"photo-{w}x{h}-raw", images, names, work_dir, raw=True))
+        sets.append(write_payload_set(f"photo-{w}x{h}", originals, names, work_dir))
+    if "photo-raw" in kinds:  # the same photos, so the same list: the ceiling is shared
+        sets.append(write_payload_set(f"photo-{w}x{h}-raw", originals, names, work_dir, raw=True))
     if "phone" in kinds:
         images = [reencode(p, PHONE_SIZE) for p in photos]
         w, h = PHONE_SIZE

@@ -320,9 +320,11 @@ def _measure_ceilings(
     batch_sizes: tuple[int, ...] | None = None,
 ) -> dict:
     ceilings = {}
+    # a raw-body set holds the same photos as a multipart one: it shares that set's ceiling
+    shared = {p.name: q.name for p in payloads if p.raw
+              for q in payloads if not q.raw and q.images is p.images}
     for payload in payloads:
-        same = next((p for p in payloads if not p.raw and p.images == payload.images), None)
-        if payload.raw and same is not None:  # the same photos as another set: its ceiling
+        if payload.name in shared:
             continue
         busy0, own0, t0 = machine_busy_seconds(), _own_cpu_seconds(), time.monotonic()
         ceiling = measure_ceiling(
@@ -346,10 +348,8 @@ def _measure_ceilings(
             f"{ceiling['best_batch_size']} x {ceiling['best_loops']} loop(s) "
             f"({ceiling['engine']}, {ceiling['precision']} on {ceiling['device']})"
         )
-    for payload in payloads:
-        if payload.name not in ceilings:
-            same = next(p for p in payloads if not p.raw and p.images == payload.images)
-            ceilings[payload.name] = ceilings[same.name]
+    for raw, multipart in shared.items():
+        ceilings[raw] = ceilings[multipart]
     return ceilings
 
 
